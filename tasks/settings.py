@@ -1,0 +1,67 @@
+"""One typed settings object for everything a deployment may override from the environment.
+
+Defaults are the embedded ones (DESIGN.md §8): MLflow on SQLite and a DVC remote inside the workspace's `.mmfm/`,
+Prefect's ephemeral API. Nothing here touches the filesystem or the environment at import time:
+`quiet_telemetry()` is called by the CLI entry point and by tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Telemetry of the stack, off unless the user turned it on (STACK.md: each of these phones home otherwise).
+TELEMETRY_OFF = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DVC_NO_ANALYTICS": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+}
+
+
+def quiet_telemetry() -> None:
+    """Set the stack's telemetry switches off where the user has not set them."""
+    for key, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(key, value)
+
+
+class Settings(BaseSettings):
+    """Where things live and how to reach them. Every field can be set by environment (MMFM_<FIELD>, or the
+    tool's own variable where it has one)."""
+
+    model_config = SettingsConfigDict(env_prefix="MMFM_", extra="ignore")
+
+    workspace: Path = Field(default_factory=Path.cwd)
+    mlflow_tracking_uri: str | None = Field(
+        default=None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "MMFM_MLFLOW_TRACKING_URI"))
+    prefect_api_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("PREFECT_API_URL", "MMFM_PREFECT_API_URL"))
+    dvc_remote_url: str | None = None  # e.g. s3://bucket/mmfm ; default: <workspace>/.mmfm/dvc-remote
+    pseudonym_key: SecretStr | None = None  # MMFM_PSEUDONYM_KEY: never written into the workspace by ingest
+
+    @property
+    def state_dir(self) -> Path:
+        return self.workspace / ".mmfm"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.state_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def artifact_location(self) -> str:
+        return (self.state_dir / "mlartifacts").resolve().as_uri()
+
+    @property
+    def dvc_remote(self) -> str:
+        return self.dvc_remote_url or str((self.state_dir / "dvc-remote").resolve())
+
+
+def get_settings(workspace: Path | None = None) -> Settings:
+    """Settings from the environment, with `workspace` (from --workspace) taking precedence."""
+    return Settings(workspace=workspace) if workspace is not None else Settings()

@@ -1,0 +1,1 @@
+"""`mmfm synth`: a synthetic multi-site cohort (DICOM, FHIR bulk export, omics) with known ground truth."""
