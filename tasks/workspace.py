@@ -1,0 +1,111 @@
+"""A workspace: a git + DVC repository holding extracts, curated data and the platform's state (.mmfm/).
+
+One place for every path a stage reads or writes (DESIGN.md §4), so no path is spelled twice.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from tasks.settings import get_settings
+
+DEFAULT_PARAMS = {
+    "synth": {"patients": 200, "sites": 3, "seed": 7, "missing_rate": 0.2, "corrupt_rate": 0.02},
+}
+
+GITIGNORE = """\
+# platform state: MLflow store, lineage db, Prefect home, local DVC remote, secrets (never committed)
+/.mmfm/
+# raw extracts stay out of git; they are content-addressed under data/landing and may be DVC-tracked
+/extracts/
+"""
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def state(self) -> Path:
+        return self.root / ".mmfm"
+
+    @property
+    def extracts(self) -> Path:
+        return self.root / "extracts"
+
+    @property
+    def landing(self) -> Path:
+        return self.root / "data" / "landing"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "data" / "quarantine"
+
+    @property
+    def curated(self) -> Path:
+        return self.root / "data" / "curated"
+
+    @property
+    def params_file(self) -> Path:
+        return self.root / "params.yaml"
+
+    def params(self) -> dict:
+        return yaml.safe_load(self.params_file.read_text()) if self.params_file.exists() else dict(DEFAULT_PARAMS)
+
+    def is_initialised(self) -> bool:
+        return (self.root / ".dvc").is_dir() and (self.root / ".git").exists()
+
+
+def _git(root: Path, *args: str) -> str:
+    """Run git in `root`; an author is supplied where the machine has none configured (CI, fresh containers)."""
+    env = {"GIT_AUTHOR_NAME": "mmfm", "GIT_AUTHOR_EMAIL": "mmfm@localhost", "GIT_COMMITTER_NAME": "mmfm",
+           "GIT_COMMITTER_EMAIL": "mmfm@localhost"}
+    env.update({k: v for k, v in os.environ.items() if k.startswith("GIT_")})
+    done = subprocess.run(["git", *args], cwd=root, env={**os.environ, **env}, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)} failed in {root}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def _dvc(root: Path, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True,
+                          env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    if done.returncode != 0:
+        raise RuntimeError(f"dvc {' '.join(args)} failed in {root}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def init_workspace(root: Path) -> Workspace:
+    """Create (or complete) a workspace: git repo, DVC repo with a local default remote, params.yaml, layout.
+
+    Idempotent: an existing workspace is left as it is and its missing parts are added.
+    """
+    ws = Workspace(Path(root).resolve())
+    ws.root.mkdir(parents=True, exist_ok=True)
+    if not (ws.root / ".git").exists():
+        _git(ws.root, "init", "-q", "-b", "main")
+    if not (ws.root / ".dvc").is_dir():
+        _dvc(ws.root, "init", "--quiet")
+    # the dvc CLI resolves a relative local path from the cwd and stores it relative to .dvc/config, so the
+    # workspace can move and its default remote moves with it
+    remote = get_settings(ws.root).dvc_remote_url or ".mmfm/dvc-remote"
+    _dvc(ws.root, "remote", "add", "--force", "--default", "local", remote)
+    _dvc(ws.root, "config", "core.autostage", "true")
+    for d in (ws.state, ws.extracts, ws.landing, ws.quarantine, ws.curated):
+        d.mkdir(parents=True, exist_ok=True)
+    if not ws.params_file.exists():
+        ws.params_file.write_text(yaml.safe_dump(DEFAULT_PARAMS, sort_keys=False))
+    gitignore = ws.root / ".gitignore"
+    if not gitignore.exists() or "/.mmfm/" not in gitignore.read_text():
+        with open(gitignore, "a") as fh:
+            fh.write(GITIGNORE)
+    _git(ws.root, "add", ".gitignore", "params.yaml", ".dvc/config", ".dvcignore")
+    if _git(ws.root, "status", "--porcelain", "--untracked-files=no").strip():
+        _git(ws.root, "commit", "-q", "-m", "mmfm init: workspace layout, params and DVC remote")
+    return ws

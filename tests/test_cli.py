@@ -1,0 +1,69 @@
+"""The CLI contract (DESIGN.md §7): --json puts one object on the last stdout line; errors are one line, exit 1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from flows.cli import app
+
+runner = CliRunner()
+
+
+def _last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_synth_json_counts(tmp_path):
+    res = runner.invoke(app, ["synth", "--out", str(tmp_path / "c"), "--patients", "12", "--sites", "2",
+                              "--seed", "7", "--json"])
+    assert res.exit_code == 0, res.output
+    out = _last_json(res.stdout)
+    assert out["patients"] == 12 and out["sites"] == ["site-a", "site-b"]
+    assert set(out["modalities"]) == {"imaging", "labs", "notes", "omics"}
+    assert out["fhir_resources"]["Patient"] == 12
+    assert out["dicom_files"] == len(list((tmp_path / "c").rglob("*.dcm")))
+
+
+def test_bad_argument_is_one_clear_line(tmp_path):
+    res = runner.invoke(app, ["synth", "--out", str(tmp_path / "c"), "--patients", "0"])
+    assert res.exit_code == 1
+    assert "--patients" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["synth", "--out", str(tmp_path / "c"), "--patients", "3", "--shift", "site-z"])
+    assert res.exit_code == 1 and "site-z" in res.output
+
+
+def test_init_makes_a_git_and_dvc_workspace(tmp_path):
+    ws = tmp_path / "ws"
+    res = runner.invoke(app, ["init", str(ws), "--json"])
+    assert res.exit_code == 0, res.output
+    assert (ws / ".git").exists() and (ws / ".dvc" / "config").exists()
+    assert "synth" in yaml.safe_load((ws / "params.yaml").read_text())
+    assert "../.mmfm/dvc-remote" in (ws / ".dvc" / "config").read_text()
+    log = subprocess.run(["git", "log", "--oneline"], cwd=ws, capture_output=True, text=True).stdout
+    assert "mmfm init" in log
+    assert runner.invoke(app, ["init", str(ws)]).exit_code == 0  # idempotent
+
+
+def test_help_lists_commands():
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for name in ("init", "synth", "demo"):
+        assert name in out.stdout
+
+
+def test_demo_runs_and_reports_limits(tmp_path):
+    res = runner.invoke(app, ["demo", "--patients", "20", "--workspace", str(tmp_path / "demo"), "--json"])
+    assert res.exit_code == 0, res.output
+    out = _last_json(res.stdout)
+    assert out["stages"] == ["synth"]
+    assert 0.5 < out["bayes"]["bayes_auroc"] <= 1.0
+    assert Path(out["cohort"], "truth", "patients.tsv").exists()
+    again = _last_json(runner.invoke(app, ["demo", "--patients", "20", "--workspace", str(tmp_path / "demo"),
+                                           "--json"]).stdout)
+    assert again["stages"] == ["synth (reused: same parameters)"]
