@@ -128,3 +128,31 @@ def test_truth_is_outside_the_extracts(corrupted):
     post = truth.select(pl.col("^post_full_.*$")).to_numpy()
     assert np.allclose(post.sum(axis=1), 1.0, atol=1e-4)
     assert truth.height == SMALL["patients"]
+
+
+def test_simple_models_on_the_files_stay_below_the_bayes_limit(tmp_path):
+    """Each modality read from the files by a plain model carries signal, and clearly less than all together."""
+    from tasks.synth.probe import probe
+
+    generate(tmp_path, SynthConfig(patients=240, sites=2, seed=7, cxr_size=64, ct_shape=(2, 16, 16)))
+    for m, r in probe(tmp_path).items():
+        assert r["simple_model_auroc"] < r["bayes_auroc_same_patients"] - 0.05, (m, r)
+        assert r["exact_single_modality_auroc"] < r["bayes_auroc_same_patients"] - 0.05, (m, r)
+    assert probe(tmp_path)["labs"]["simple_model_auroc"] > 0.7
+
+
+def test_shifted_site_drifts_in_scanner_and_age(tmp_path):
+    cfg = dict(patients=60, sites=2, seed=9, cxr_size=64, ct_shape=(2, 16, 16), missing_rate=0.0)
+    generate(tmp_path / "base", SynthConfig(**cfg))
+    generate(tmp_path / "shift", SynthConfig(shift="site-b", **cfg))
+    ages = {name: pl.read_csv(tmp_path / name / "truth" / "patients.tsv", separator="\t")
+            .group_by("site").agg(pl.col("age").mean()).sort("site")["age"].to_list() for name in ("base", "shift")}
+    assert ages["shift"][0] == ages["base"][0]
+    assert ages["shift"][1] - ages["base"][1] > 8  # the same draws, 12 years older (some clipped at 101)
+    pix = {name: np.mean([pydicom.dcmread(p).pixel_array.mean()
+                          for p in (tmp_path / name / "site-b" / "dicom").rglob("SE01/IM0001.dcm")
+                          if "ST01" in p.parts]) for name in ("base", "shift")}
+    assert pix["shift"] > pix["base"] * 1.15
+    site_a = [(tmp_path / n / "site-a" / "dicom" / "PA000000" / "ST01" / "SE01" / "IM0001.dcm").read_bytes()
+              for n in ("base", "shift")]
+    assert site_a[0] == site_a[1]  # the other site is untouched
