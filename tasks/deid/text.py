@@ -32,6 +32,13 @@ ID_LABELLED = re.compile(r"\b(?:Accession|Acc\.?|Account|Acct|Encounter|Visit|Or
 LONG_NUMBER = re.compile(r"(?<![\w.])\d{7,}(?![\w.])")
 STREET = re.compile(r"\b\d{1,5}\s+(?:[A-Z][A-Za-z'.-]*\s+){1,4}(?:Street|St|Avenue|Ave|Road|Rd|Lane|Ln|Drive|Dr|"
                     r"Court|Ct|Boulevard|Blvd|Way|Terrace|Place|Pl|Circle|Cir|Parkway|Pkwy|Highway|Hwy)\b\.?")
+# a person named after a title or a role label: staff names are not in the extract's structured data
+_NAME_WORD = r"[A-Z][a-zA-Z'\-]+"
+TITLED_NAME = re.compile(rf"\b(?:Dr|Doctor|Prof|Mr|Mrs|Ms|Miss|Nurse|RN|NP|PA)\.?\s+((?:{_NAME_WORD}\.?\s+)?"
+                         rf"(?:{_NAME_WORD}|\[NAME\])(?:[ \t]+{_NAME_WORD})?)")
+LABELLED_NAME = re.compile(rf"\b(?i:physician|attending|radiologist|resident|signed by|dictated by|author|provider|"
+                           rf"referred by|PCP|contact|emergency contact|next of kin)\s*:?\s+"
+                           rf"((?:Dr\.?\s+)?{_NAME_WORD}(?:[ \t]+{_NAME_WORD}){{0,2}})")
 AGE_YEARS = re.compile(r"\b(\d{2,3})(?=(?:\s|-)*(?:years?|yrs?|yo|y/o|y\.o\.)(?:\W|$))", re.IGNORECASE)
 AGE_LABELLED = re.compile(r"\b(?:age|aged)\s*:?\s*(\d{2,3})\b", re.IGNORECASE)
 PRIORITY = {"EMAIL": 0, "SSN": 1, "MRN": 1, "PHONE": 1, "ID": 2, "ADDRESS": 2, "ORG": 2, "DATE_SHIFTED": 3,
@@ -130,6 +137,9 @@ def _pattern_spans(text: str) -> Iterator[Span]:
     for kind, pattern in (("MRN", MRN_LABELLED), ("ID", ID_LABELLED)):
         yield from (Span(m.start(1), m.end(1), kind, PLACEHOLDER[kind]) for m in pattern.finditer(text))
     yield from (Span(m.start(), m.end(), "ID", "[ID]") for m in LONG_NUMBER.finditer(text))
+    for pattern in (TITLED_NAME, LABELLED_NAME):
+        yield from (Span(m.start(1), m.end(1), "NAME", PLACEHOLDER["NAME"]) for m in pattern.finditer(text)
+                    if m[1] != "[NAME]")
     for pattern in (AGE_YEARS, AGE_LABELLED):
         yield from (Span(m.start(1), m.end(1), "AGE", "90+") for m in pattern.finditer(text) if int(m[1]) > 89)
 

@@ -81,3 +81,13 @@ def test_protected_birth_date_is_hidden_not_shifted():
     known = KnownIdentifiers(protected_dates=["1931-02-03"])
     out, counts = scrub_text("DOB 02/03/1931, 3 Feb 1931, 1931-02-03; seen 2021-03-04", known, -10)
     assert out == "DOB [DATE], [DATE], [DATE]; seen 2021-02-22" and counts == {"DATE": 3, "DATE_SHIFTED": 1}
+
+
+def test_staff_names_after_titles_and_role_labels_are_scrubbed_without_being_known():
+    text = ("Referring physician: Dr. Kimberly Thompson\nDictated and signed by: Dr. Mark Okafor, Radiology\n"
+            "Seen with Nurse Alvarez. Attending: Brian Kowalski. Lungs are clear.")
+    out, counts = scrub_text(text)
+    for name in ("Kimberly", "Thompson", "Okafor", "Alvarez", "Kowalski", "Brian", "Mark"):
+        assert name not in out
+    assert "Lungs are clear." in out and "Radiology" in out
+    assert counts["NAME"] >= 4
