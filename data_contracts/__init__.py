@@ -60,3 +60,9 @@ def lab_catalog() -> dict[str, LabCode]:
 
 def lab_by_loinc() -> dict[str, LabCode]:
     return {lab.loinc: lab for lab in lab_catalog().values()}
+
+
+@cache
+def table_schemas() -> dict[str, dict[str, str]]:
+    """Column -> polars dtype name for every staged/curated table with a fixed schema (tables.yaml)."""
+    return yaml.safe_load((HERE / "tables.yaml").read_text())["tables"]

@@ -177,6 +177,98 @@ def _render_demo(r: dict) -> None:
         con.print(f"  {label}: {path}")
 
 
+ingest_app = typer.Typer(help="Bring an extract across the de-identification boundary into staged tables.",
+                         no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
+SiteOpt = Annotated[str, typer.Option("--site", help="The site (hospital) the extract comes from, e.g. site-a.")]
+RunnerOpt = Annotated[str, typer.Option("--runner", help="Prefect task runner: threads or dask (local cluster).")]
+
+
+def use_workspace(workspace: Path) -> Path:
+    """Point Prefect's home at the workspace's state folder (before Prefect is imported) and return the root."""
+    import os
+
+    root = workspace.resolve()
+    if not (root / ".dvc").is_dir():
+        raise StageError(f"{root} is not an mmfm workspace: run `mmfm init {workspace}` first")
+    os.environ.setdefault("PREFECT_HOME", str(root / ".mmfm" / "prefect"))
+    return root
+
+
+def _run_ingest(flow_name: str, as_json: bool, runner: str, **params) -> None:
+    from flows import ingest
+
+    flow_fn = getattr(ingest, flow_name).with_options(task_runner=ingest._task_runner(runner))
+    summary = flow_fn(**params)
+    emit(summary, as_json, _render_ingest)
+
+
+def _render_ingest(s: dict) -> None:
+    con = _console(stderr=False)
+    if s.get("message"):
+        con.print(s["message"])
+    con.print(f"{s['source']} from {s['site']}: received {s['received']}, ingested {s['ingested']}, "
+              f"quarantined {s['quarantined']}")
+    for rule, n in s.get("quarantine_reasons", {}).items():
+        con.print(f"  quarantined under {rule}: {n}")
+    for table, n in s.get("tables", {}).items():
+        con.print(f"  staged {table}: {n} rows")
+    if s.get("quarantine_file"):
+        con.print(f"quarantine records: {s['quarantine_file']}; de-identification report: {s['deid_report']}")
+
+
+@ingest_app.command("dicom")
+@command
+def ingest_dicom_cmd(
+    source: Annotated[Path, typer.Argument(help="DICOM file, folder (recursive) or zip archive.")],
+    site: SiteOpt, runner: RunnerOpt = "threads", workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Ingest DICOM files: de-identify (PS3.15 basic profile), decode, resample, write tensor shards."""
+    root = use_workspace(workspace)
+    _run_ingest("ingest_dicom", as_json, runner, source=source.resolve(), workspace=root, site=site)
+
+
+@ingest_app.command("pacs")
+@command
+def ingest_pacs_cmd(
+    url: Annotated[str, typer.Option("--url", help="DICOMweb base URL, e.g. http://127.0.0.1:8042/dicom-web")],
+    site: SiteOpt, user: Annotated[str | None, typer.Option(envvar="MMFM_PACS_USER")] = None,
+    password: Annotated[str | None, typer.Option(envvar="MMFM_PACS_PASSWORD")] = None,
+    runner: RunnerOpt = "threads", workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Fetch new studies from a PACS over DICOMweb (QIDO-RS, WADO-RS) and ingest them."""
+    root = use_workspace(workspace)
+    auth = (user, password) if user else None
+    _run_ingest("ingest_pacs", as_json, runner, url=url, workspace=root, site=site, auth=auth)
+
+
+@ingest_app.command("fhir")
+@command
+def ingest_fhir_cmd(
+    source: Annotated[Path, typer.Argument(help="FHIR bulk-export folder (manifest + NDJSON) or Bundle JSON.")],
+    site: SiteOpt, workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Ingest a FHIR R4 bulk export: reconcile the manifest, check, de-identify, flatten to staged tables."""
+    root = use_workspace(workspace)
+    _run_ingest("ingest_fhir_flow", as_json, "threads", source=source.resolve(), workspace=root, site=site)
+
+
+@ingest_app.command("omics")
+@command
+def ingest_omics_cmd(
+    source: Annotated[Path, typer.Argument(help="Matrix file or folder (CSV, TSV, parquet).")],
+    site: SiteOpt,
+    sample_sheet: Annotated[Path | None, typer.Option("--sample-sheet", help="sample id -> MRN sheet.")] = None,
+    workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Ingest an omics matrix; samples map to patients through the sample sheet."""
+    root = use_workspace(workspace)
+    _run_ingest("ingest_omics_flow", as_json, "threads", source=source.resolve(), workspace=root, site=site,
+                sample_sheet=sample_sheet.resolve() if sample_sheet else None)
+
+
 def main() -> None:  # pragma: no cover - console-script shim
     app()
 

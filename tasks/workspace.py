@@ -17,6 +17,11 @@ from tasks.settings import get_settings
 
 DEFAULT_PARAMS = {
     "synth": {"patients": 200, "sites": 3, "seed": 7, "missing_rate": 0.2, "corrupt_rate": 0.02},
+    "ingest": {
+        "max_items_per_task": 64,
+        "imaging": {"image_size": [64, 64], "ct_shape": [16, 48, 48], "ct_spacing": [6.0, 6.0, 10.0],
+                    "allow_burned_in": False},
+    },
 }
 
 GITIGNORE = """\
@@ -42,6 +47,14 @@ class Workspace:
     @property
     def landing(self) -> Path:
         return self.root / "data" / "landing"
+
+    @property
+    def staged(self) -> Path:
+        return self.root / "data" / "staged"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "data" / "reports"
 
     @property
     def quarantine(self) -> Path:
@@ -97,7 +110,7 @@ def init_workspace(root: Path) -> Workspace:
     remote = get_settings(ws.root).dvc_remote_url or ".mmfm/dvc-remote"
     _dvc(ws.root, "remote", "add", "--force", "--default", "local", remote)
     _dvc(ws.root, "config", "core.autostage", "true")
-    for d in (ws.state, ws.extracts, ws.landing, ws.quarantine, ws.curated):
+    for d in (ws.state, ws.extracts, ws.landing, ws.staged, ws.quarantine, ws.curated, ws.reports):
         d.mkdir(parents=True, exist_ok=True)
     if not ws.params_file.exists():
         ws.params_file.write_text(yaml.safe_dump(DEFAULT_PARAMS, sort_keys=False))

@@ -1,0 +1,253 @@
+"""Ingest flows: land an extract, check it, de-identify it, write staged tables, quarantine what fails.
+
+    mmfm ingest dicom PATH --site S      files, folders, zip archives
+    mmfm ingest pacs --url URL --site S  DICOMweb (QIDO-RS + WADO-RS) from a real PACS, then the DICOM path
+    mmfm ingest fhir PATH --site S       FHIR R4 bulk export (manifest + NDJSON) or Bundles
+    mmfm ingest omics PATH --site S      expression matrix + sample sheet
+
+Each flow reads only the extract, writes only landing/, staged/, quarantine/ and reports/, and returns a summary
+whose `received == ingested + quarantined` is checked before it is returned. Work is mapped over batches of
+Prefect tasks; the task runner is threads by default, or a local Dask cluster (`runner="dask"`), with identical
+outputs. The pseudonym key is read by each task from the environment, never passed as a parameter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from tasks.accounting import BatchResult
+from tasks.deid import Pseudonymizer, key_from_settings
+from tasks.ingest_state import IngestState
+from tasks.landing import Extract, land
+from tasks.quarantine import Quarantine
+from tasks.staged import build_cohort, write_part
+from tasks.workspace import Workspace
+
+IO_RETRIES = dict(retries=3, retry_delay_seconds=[2, 5, 15])
+
+
+def _keys() -> Pseudonymizer:
+    return Pseudonymizer(key_from_settings())
+
+
+def _task_runner(runner: str):
+    if runner == "threads":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=2)
+    if runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True,
+                                              "dashboard_address": None})
+    raise ValueError(f"--runner must be threads or dask, not {runner!r}")
+
+
+def _imaging_config(ws: Workspace):
+    from tasks.imaging import ImagingConfig
+
+    p = ws.params().get("ingest", {}).get("imaging", {})
+    return ImagingConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()})
+
+
+@task(name="land-extract", cache_policy=NO_CACHE)
+def land_extract(source: Path, landing: Path, kind: str, site: str) -> Extract:
+    return land(source, landing, kind, site)
+
+
+def new_part(extract: Extract, state: IngestState, always: tuple[str, ...] = ()) -> tuple[Extract, int]:
+    """The files of an extract not processed before (plus metadata files named in `always`)."""
+    done = state.processed(extract.source, extract.site)
+    keep = tuple(f for f in extract.files if f.sha256 not in done or Path(f.rel_path).name in always)
+    return dataclasses.replace(extract, files=keep), len(extract.files) - len(keep)
+
+
+def publish(ws: Workspace, extract: Extract, result: BatchResult, skipped: int) -> dict:
+    """Write staged parts, the quarantine and the de-identification report; remember what was processed."""
+    run_id = str(flow_run.id or "local")
+    if not result.balanced():
+        raise RuntimeError(f"accounting broke for extract {extract.extract_id}: received {result.received}, "
+                           f"ingested {result.ingested}, quarantined {result.quarantined}")
+    tables = {}
+    for table, rows in sorted(result.rows.items()):
+        if write_part(ws.staged, table, extract.extract_id, rows) is not None:
+            tables[table] = len(rows)
+    quarantine = Quarantine(run_id)
+    quarantine.extend(result.rejections)
+    qpath = quarantine.write(ws.quarantine)
+    report = ws.reports / f"deid-{run_id}.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(result.deid.to_json())
+    IngestState(ws.state).mark_processed([f.sha256 for f in extract.files], extract.source, extract.site,
+                                         extract.extract_id, run_id)
+    cohort = build_cohort(ws.staged)
+    summary = {
+        "source": result.source, "site": extract.site, "extract_id": extract.extract_id, "run_id": run_id,
+        "new_files": len(extract.files), "already_ingested_files": skipped,
+        "received": result.received, "ingested": result.ingested, "quarantined": result.quarantined,
+        "quarantine_reasons": dict(sorted(Quarantine(run_id, result.rejections).reasons().items())),
+        "tables": tables, "patients_in_cohort": cohort.height, "files_written": len(result.files_written),
+        "quarantine_file": str(qpath.relative_to(ws.root)) if qpath else None,
+        "deid_report": str(report.relative_to(ws.root)), **result.facts,
+    }
+    get_run_logger().info("ingested %d of %d %s items (%d quarantined) from site %s", result.ingested,
+                          result.received, result.source, result.quarantined, extract.site)
+    return summary
+
+
+def _nothing_new(extract: Extract, skipped: int, source: str) -> dict:
+    return {"source": source, "site": extract.site, "extract_id": extract.extract_id, "new_files": 0,
+            "already_ingested_files": skipped, "received": 0, "ingested": 0, "quarantined": 0,
+            "quarantine_reasons": {}, "message": "nothing new: every file of this extract was ingested before"}
+
+
+# ---- DICOM ---------------------------------------------------------------------------------------------------------
+
+@task(name="scan-dicom-headers", cache_policy=NO_CACHE)
+def scan_dicom(extract: Extract, landing: Path, site: str):
+    from tasks.imaging import scan_headers
+
+    return scan_headers(extract, landing, site)
+
+
+@task(name="ingest-series-batch", cache_policy=NO_CACHE)
+def ingest_series(batch, landing: Path, staged: Path, site: str, cfg) -> BatchResult:
+    from tasks.imaging import ingest_series_batch
+
+    return ingest_series_batch(batch, landing, staged, _keys(), site, cfg)
+
+
+def _ingest_dicom_extract(ws: Workspace, extract: Extract, source: str, cfg, max_items: int) -> dict:
+    from tasks.imaging import batch_series
+
+    part, skipped = new_part(extract, IngestState(ws.state))
+    if not part.files:
+        return _nothing_new(extract, skipped, source)
+    groups, result = scan_dicom(part, ws.landing, extract.site)
+    result.source = source
+    batches = batch_series(groups, max_items=max_items)
+    futures = ingest_series.map(batches, unmapped(ws.landing), unmapped(ws.staged), unmapped(extract.site),
+                                unmapped(cfg))
+    for fut in futures:  # in batch order: the same output whatever finished first
+        result.merge(fut.result())
+    return publish(ws, part, result, skipped)
+
+
+@flow(name="ingest-dicom")
+def ingest_dicom(source: Path, workspace: Path, site: str, max_items: int = 64) -> dict:
+    """Land DICOM files/folders/zips from `source` and ingest the new ones."""
+    _keys()  # refuse before touching anything when the key is missing
+    ws = Workspace(Path(workspace))
+    extract = land_extract(Path(source), ws.landing, "dicom", site)
+    return _ingest_dicom_extract(ws, extract, "dicom", _imaging_config(ws), max_items)
+
+
+# ---- PACS (DICOMweb) -----------------------------------------------------------------------------------------------
+
+def _transient(task, task_run, state) -> bool:
+    from tasks.pacs import is_retryable
+
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 - the failure is what we classify
+        return is_retryable(exc)
+    return False
+
+
+@task(name="find-pacs-studies", retry_condition_fn=_transient, cache_policy=NO_CACHE, **IO_RETRIES)
+def find_pacs_studies(url: str, auth):
+    from tasks.pacs import find_studies
+
+    return find_studies(url, auth=auth)
+
+
+@task(name="retrieve-pacs-study", retry_condition_fn=_transient, cache_policy=NO_CACHE, **IO_RETRIES)
+def retrieve_pacs_study(url: str, study_uid: str, dest: Path, auth) -> list[Path]:
+    from tasks.pacs import retrieve_study
+
+    return retrieve_study(url, study_uid, dest, auth=auth)
+
+
+@flow(name="ingest-pacs")
+def ingest_pacs(url: str, workspace: Path, site: str, auth: tuple[str, str] | None = None,
+                max_items: int = 64) -> dict:
+    """Find studies on a DICOMweb PACS, fetch those not fetched before, and ingest them as a DICOM extract."""
+    keys = _keys()
+    ws = Workspace(Path(workspace))
+    state = IngestState(ws.state)
+    found = find_pacs_studies(url, auth)
+    known = state.fetched()
+    todo = [s for s in found if keys.uid(s.study_instance_uid) not in known]
+    if not todo:
+        return {"source": "pacs", "site": site, "studies_found": len(found), "studies_fetched": 0, "received": 0,
+                "ingested": 0, "quarantined": 0, "quarantine_reasons": {},
+                "message": "nothing new: every study on the PACS was fetched before"}
+    with tempfile.TemporaryDirectory(dir=ws.state, prefix="pacs-") as tmp:
+        futures = [retrieve_pacs_study.submit(url, s.study_instance_uid, Path(tmp) / f"{i:05d}", auth)
+                   for i, s in enumerate(todo)]
+        for fut in futures:
+            fut.result()
+        extract = land_extract(Path(tmp), ws.landing, "pacs", site)
+    summary = _ingest_dicom_extract(ws, extract, "pacs", _imaging_config(ws), max_items)
+    state.mark_fetched([keys.uid(s.study_instance_uid) for s in todo], keys.uid(url), summary.get("run_id", ""))
+    return {**summary, "studies_found": len(found), "studies_fetched": len(todo)}
+
+
+# ---- FHIR ----------------------------------------------------------------------------------------------------------
+
+@task(name="ingest-fhir-export", cache_policy=NO_CACHE)
+def ingest_fhir_export(extract: Extract, landing: Path, site: str) -> BatchResult:
+    from tasks.ehr import ingest_fhir
+
+    return ingest_fhir(extract, landing, _keys(), site)
+
+
+@flow(name="ingest-fhir")
+def ingest_fhir_flow(source: Path, workspace: Path, site: str) -> dict:
+    """Land a FHIR bulk export (or Bundles) and ingest its new files."""
+    _keys()
+    ws = Workspace(Path(workspace))
+    extract = land_extract(Path(source), ws.landing, "fhir", site)
+    part, skipped = new_part(extract, IngestState(ws.state), always=("manifest.json",))
+    if not any(Path(f.rel_path).name != "manifest.json" for f in part.files):
+        return _nothing_new(extract, skipped, "fhir")
+    return publish(ws, part, ingest_fhir_export(part, ws.landing, site), skipped)
+
+
+# ---- omics ---------------------------------------------------------------------------------------------------------
+
+@task(name="ingest-omics-matrix", cache_policy=NO_CACHE)
+def ingest_omics_matrix(extract: Extract, landing: Path, site: str, known_patients: set[str], sheet) -> BatchResult:
+    from tasks.omics import ingest_omics
+
+    return ingest_omics(extract, landing, _keys(), site, known_patients, sample_sheet=sheet)
+
+
+@flow(name="ingest-omics")
+def ingest_omics_flow(source: Path, workspace: Path, site: str, sample_sheet: Path | None = None) -> dict:
+    """Land an omics extract (matrix + sample sheet) and ingest its new samples; sample MRNs must belong to
+    patients already staged from the same site's EHR extract."""
+    from tasks.omics import find_sample_sheet
+
+    from tasks.staged import read_table
+
+    _keys()
+    ws = Workspace(Path(workspace))
+    extract = land_extract(Path(source), ws.landing, "omics", site)
+    sheet = (land_extract(Path(sample_sheet), ws.landing, "omics", site).files[0] if sample_sheet
+             else find_sample_sheet(extract))
+    part, skipped = new_part(extract, IngestState(ws.state))
+    if sheet is not None:
+        part = dataclasses.replace(part, files=tuple(f for f in part.files if f.sha256 != sheet.sha256))
+    if not part.files:
+        return _nothing_new(extract, skipped, "omics")
+    patients = read_table(ws.staged, "patients")
+    known = set(patients.filter(patients["site"] == site)["patient_id"].to_list()) if patients.height else set()
+    return publish(ws, part, ingest_omics_matrix(part, ws.landing, site, known, sheet), skipped)
+

@@ -1,0 +1,68 @@
+"""What ingest remembers between runs: which landed objects were processed, which PACS studies were fetched, and
+the demo's pseudonym key.
+
+A small SQLite file in the workspace's state folder (.mmfm/ingest.db). Study UIDs are stored keyed (HMAC), never raw.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+from tasks.deid.pseudonym import KEY_ENV
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS processed (sha256 TEXT NOT NULL, kind TEXT NOT NULL, site TEXT NOT NULL,
+                                      extract_id TEXT NOT NULL, run_id TEXT NOT NULL, PRIMARY KEY (sha256, kind, site));
+CREATE TABLE IF NOT EXISTS fetched_studies (study_key TEXT PRIMARY KEY, url_key TEXT NOT NULL, run_id TEXT NOT NULL);
+"""
+
+
+class IngestState:
+    def __init__(self, state_dir: Path):
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = state_dir / "ingest.db"
+        with closing(self._connect()) as db, db:
+            db.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=30)
+
+    def processed(self, kind: str, site: str) -> set[str]:
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT sha256 FROM processed WHERE kind = ? AND site = ?", (kind, site)).fetchall()
+        return {r[0] for r in rows}
+
+    def mark_processed(self, shas: list[str], kind: str, site: str, extract_id: str, run_id: str) -> None:
+        with closing(self._connect()) as db, db:
+            db.executemany("INSERT OR IGNORE INTO processed VALUES (?, ?, ?, ?, ?)",
+                           [(s, kind, site, extract_id, run_id) for s in shas])
+
+    def fetched(self) -> set[str]:
+        with closing(self._connect()) as db:
+            return {r[0] for r in db.execute("SELECT study_key FROM fetched_studies").fetchall()}
+
+    def mark_fetched(self, study_keys: list[str], url_key: str, run_id: str) -> None:
+        with closing(self._connect()) as db, db:
+            db.executemany("INSERT OR IGNORE INTO fetched_studies VALUES (?, ?, ?)",
+                           [(k, url_key, run_id) for k in study_keys])
+
+
+def ensure_demo_key(state_dir: Path) -> tuple[bool, Path]:
+    """For `mmfm demo` only: use MMFM_PSEUDONYM_KEY if set, else a random key kept in .mmfm/pseudonym.key (0600),
+    exported to this process's environment. Returns (created, path)."""
+    path = state_dir / "pseudonym.key"
+    created = False
+    if os.environ.get(KEY_ENV):
+        return False, path
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+        created = True
+    os.environ[KEY_ENV] = path.read_text().strip()
+    return created, path

@@ -1,0 +1,72 @@
+"""Quarantine: one record per rejected file, NDJSON line or row, with the rule it broke.
+
+Nothing is dropped silently: every input item ends up either ingested or here, and the run's summary checks
+`received == ingested + quarantined`. Records name inputs by their landing object (content address) and position
+(line, tag, row, sample id), never by values: a message must not quote PHI.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+SCHEMA = {"source_uri": pl.Utf8, "sha256": pl.Utf8, "location": pl.Utf8, "source": pl.Utf8, "stage": pl.Utf8,
+          "rule": pl.Utf8, "message": pl.Utf8, "run_id": pl.Utf8, "contract_version": pl.Utf8}
+
+
+@dataclass(frozen=True)
+class Rejection:
+    source_uri: str  # landing object of the input, e.g. data/landing/objects/ab/ab12...; never an original file name
+    sha256: str  # of the landed object
+    location: str  # "" for a whole file, "line 17", "tag (0028,0010)", "sample SMP-...", "row 5"
+    source: str  # dicom | fhir | omics | pacs
+    stage: str  # ingest | deidentify | validate
+    rule: str  # a stable rule id, e.g. fhir.json, labs.unit, ref.patient
+    message: str  # what is wrong, without quoting values
+    run_id: str = ""
+    contract_version: str = ""
+
+
+@dataclass
+class Quarantine:
+    """Collects rejections of one run (thread-safe: tasks on a thread runner add to it concurrently)."""
+
+    run_id: str
+    rejections: list[Rejection] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, rejection: Rejection) -> None:
+        with self._lock:
+            self.rejections.append(rejection if rejection.run_id else Rejection(**{**asdict(rejection),
+                                                                                   "run_id": self.run_id}))
+
+    def extend(self, rejections: list[Rejection]) -> None:
+        for r in rejections:
+            self.add(r)
+
+    def reasons(self, source: str | None = None) -> dict[str, int]:
+        return dict(Counter(r.rule for r in self.rejections if source is None or r.source == source))
+
+    def count(self, source: str | None = None) -> int:
+        return sum(1 for r in self.rejections if source is None or r.source == source)
+
+    def write(self, directory: Path) -> Path | None:
+        """Write `<directory>/<run_id>.parquet` (sorted, so reruns give the same bytes); None when empty."""
+        if not self.rejections:
+            return None
+        directory.mkdir(parents=True, exist_ok=True)
+        frame = pl.DataFrame([asdict(r) for r in self.rejections], schema=SCHEMA)
+        frame = frame.sort(["source", "source_uri", "location", "rule"])
+        path = directory / f"{self.run_id}.parquet"
+        frame.write_parquet(path)
+        return path
+
+
+def read_quarantine(directory: Path) -> pl.DataFrame:
+    """All quarantine records of a workspace, every run."""
+    files = sorted(Path(directory).glob("*.parquet"))
+    return pl.concat([pl.read_parquet(f) for f in files]) if files else pl.DataFrame(schema=SCHEMA)

@@ -1,0 +1,80 @@
+"""Staged tables: de-identified rows in the curated schemas, one parquet part per extract, waiting for the
+validate stage (data_contracts) to publish them as curated data.
+
+    data/staged/<table>/<extract_id>.parquet   rows of one extract (written atomically, sorted: same input, same bytes)
+    data/staged/images/shard-*.npz             image tensors (written by tasks/imaging.py)
+    data/staged/cohort.parquet                 one row per patient: site and the modalities present
+
+Reading a table concatenates its parts and drops what a later export withdrew (the `deletions` table).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import polars as pl
+
+from data_contracts import table_schemas
+
+ID_COLUMN = {"patients": "patient_id", "encounters": "encounter_id", "labs": "observation_id",
+             "conditions": "condition_id", "notes": "note_id", "imaging": "series_id", "omics": "sample_id"}
+MODALITY_TABLES = {"imaging": "imaging", "labs": "labs", "notes": "notes", "omics": "omics"}
+
+
+def schema_of(table: str) -> dict[str, pl.DataType] | None:
+    """The declared schema of a table as polars dtypes (tables.yaml names them: String, Float64, ...)."""
+    spec = table_schemas().get(table)
+    return {col: getattr(pl, dtype) for col, dtype in spec.items()} if spec else None
+
+
+def _frame(table: str, rows: list[dict]) -> pl.DataFrame:
+    schema = schema_of(table)
+    if schema:
+        frame = pl.DataFrame([{c: r.get(c) for c in schema} for r in rows], schema=schema, orient="row")
+    else:
+        frame = pl.DataFrame(rows, infer_schema_length=None)
+    key = ID_COLUMN.get(table)
+    return frame.sort(key) if key in frame.columns else frame
+
+
+def write_part(staged: Path, table: str, extract_id: str, rows: list[dict]) -> Path | None:
+    """Write one extract's rows of `table`; nothing when there are none."""
+    if not rows:
+        return None
+    path = staged / table / f"{extract_id}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    _frame(table, rows).write_parquet(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_table(staged: Path, table: str) -> pl.DataFrame:
+    """All parts of a staged table, minus withdrawn resources; an empty frame with the schema if none."""
+    parts = sorted((staged / table).glob("*.parquet"))
+    schema = schema_of(table)
+    if not parts:
+        return pl.DataFrame(schema=schema) if schema else pl.DataFrame()
+    frame = pl.concat([pl.read_parquet(p) for p in parts], how="diagonal_relaxed")
+    key = ID_COLUMN.get(table)
+    deletions = sorted((staged / "deletions").glob("*.parquet"))
+    if key and deletions:
+        gone = pl.concat([pl.read_parquet(p) for p in deletions])["resource_id"]
+        frame = frame.filter(~pl.col(key).is_in(gone.implode()))
+    return frame
+
+
+def build_cohort(staged: Path) -> pl.DataFrame:
+    """One row per patient: site and which modalities the staged data has for them; written to cohort.parquet."""
+    patients = read_table(staged, "patients").select("patient_id", "site").unique("patient_id")
+    for modality, table in MODALITY_TABLES.items():
+        frame = read_table(staged, table)
+        if table == "notes" and frame.height:
+            frame = frame.filter(pl.col("kind") == "clinical_note")
+        have = frame["patient_id"].unique() if "patient_id" in frame.columns else pl.Series([], dtype=pl.String)
+        patients = patients.with_columns(pl.col("patient_id").is_in(have.implode()).alias(f"has_{modality}"))
+    cohort = patients.sort("patient_id")
+    staged.mkdir(parents=True, exist_ok=True)
+    cohort.write_parquet(staged / "cohort.parquet")
+    return cohort
