@@ -54,8 +54,10 @@ def command(fn: Callable) -> Callable:
         except Exception as exc:  # noqa: BLE001 - the CLI boundary: one clear line, not a traceback
             if kwargs.get("debug"):
                 raise
+            from rich.markup import escape
+
             name = "" if isinstance(exc, StageError | ValueError) else f"{type(exc).__name__}: "
-            _console().print(f"[bold red]error:[/] {name}{exc}", highlight=False)
+            _console().print(f"[bold red]error:[/] {escape(name + str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
@@ -172,6 +174,12 @@ def _render_demo(r: dict) -> None:
         table.add_row(f"{m} alone (all: {v['bayes_auroc_same_patients']:.3f})", str(v["patients"]),
                       f"{v['auroc_alone']:.3f}")
     con.print(table)
+    ing = r["ingest"]
+    con.print(f"ingest: received {ing['received']}, ingested {ing['ingested']}, quarantined {ing['quarantined']} "
+              f"({', '.join(f'{k}: {v}' for k, v in sorted(ing['quarantine_reasons'].items()))})")
+    if r["pseudonym_key"]["created"]:
+        con.print(f"created a demo pseudonym key at {r['pseudonym_key']['path']} (mode 0600); set "
+                  "MMFM_PSEUDONYM_KEY for real extracts")
     con.print(f"stages run: {', '.join(r['stages'])} in {r['seconds']} s")
     for label, path in r["where"].items():
         con.print(f"  {label}: {path}")
@@ -195,8 +203,31 @@ def use_workspace(workspace: Path) -> Path:
     return root
 
 
-def _run_ingest(flow_name: str, as_json: bool, runner: str, **params) -> None:
+class _OneLine:
+    """Logging filter: Prefect logs a failed run's traceback; the CLI shows one line instead (unless --debug)."""
+
+    def filter(self, record) -> bool:
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+def quiet_tracebacks(debug: bool) -> None:
+    import logging
+
+    if debug:
+        return
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.engine"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(_OneLine())
+
+
+def _run_ingest(flow_name: str, as_json: bool, runner: str, debug: bool = False, **params) -> None:
+    from tasks.deid import key_from_settings
+
+    key_from_settings()  # refuse before starting anything when MMFM_PSEUDONYM_KEY is missing or short
     from flows import ingest
+
+    quiet_tracebacks(debug)
 
     flow_fn = getattr(ingest, flow_name).with_options(task_runner=ingest._task_runner(runner))
     summary = flow_fn(**params)
@@ -226,7 +257,7 @@ def ingest_dicom_cmd(
 ) -> None:
     """Ingest DICOM files: de-identify (PS3.15 basic profile), decode, resample, write tensor shards."""
     root = use_workspace(workspace)
-    _run_ingest("ingest_dicom", as_json, runner, source=source.resolve(), workspace=root, site=site)
+    _run_ingest("ingest_dicom", as_json, runner, debug=debug, source=source.resolve(), workspace=root, site=site)
 
 
 @ingest_app.command("pacs")
@@ -241,7 +272,7 @@ def ingest_pacs_cmd(
     """Fetch new studies from a PACS over DICOMweb (QIDO-RS, WADO-RS) and ingest them."""
     root = use_workspace(workspace)
     auth = (user, password) if user else None
-    _run_ingest("ingest_pacs", as_json, runner, url=url, workspace=root, site=site, auth=auth)
+    _run_ingest("ingest_pacs", as_json, runner, debug=debug, url=url, workspace=root, site=site, auth=auth)
 
 
 @ingest_app.command("fhir")
@@ -252,7 +283,8 @@ def ingest_fhir_cmd(
 ) -> None:
     """Ingest a FHIR R4 bulk export: reconcile the manifest, check, de-identify, flatten to staged tables."""
     root = use_workspace(workspace)
-    _run_ingest("ingest_fhir_flow", as_json, "threads", source=source.resolve(), workspace=root, site=site)
+    _run_ingest("ingest_fhir_flow", as_json, "threads", debug=debug, source=source.resolve(), workspace=root,
+                site=site)
 
 
 @ingest_app.command("omics")
@@ -265,8 +297,8 @@ def ingest_omics_cmd(
 ) -> None:
     """Ingest an omics matrix; samples map to patients through the sample sheet."""
     root = use_workspace(workspace)
-    _run_ingest("ingest_omics_flow", as_json, "threads", source=source.resolve(), workspace=root, site=site,
-                sample_sheet=sample_sheet.resolve() if sample_sheet else None)
+    _run_ingest("ingest_omics_flow", as_json, "threads", debug=debug, source=source.resolve(), workspace=root,
+                site=site, sample_sheet=sample_sheet.resolve() if sample_sheet else None)
 
 
 def main() -> None:  # pragma: no cover - console-script shim

@@ -1,20 +1,23 @@
 """`mmfm demo`: every stage that exists, end to end, on a generated cohort and the embedded defaults.
 
-The only place besides the pipeline that strings stages together; it grows as stages land.
+Today: synth -> ingest (per site: FHIR, omics, DICOM). The demo makes a pseudonym key in the workspace's
+.mmfm/ (mode 0600) when MMFM_PSEUDONYM_KEY is not set, and says so; real ingest refuses to run without one.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from tasks.ingest_state import ensure_demo_key
 from tasks.synth.generate import SynthConfig, generate
 from tasks.synth.truth import bayes_report, load_truth
-from tasks.workspace import init_workspace
+from tasks.workspace import Workspace, init_workspace
 
 
 def _synth_config(params: dict, patients: int) -> SynthConfig:
@@ -28,9 +31,29 @@ def _cohort_is_current(cohort: Path, cfg: SynthConfig) -> bool:
     return saved.exists() and json.loads(saved.read_text()).get("config") == json.loads(json.dumps(asdict(cfg)))
 
 
+def _ingest_all(ws: Workspace, cohort: Path, sites: list[str]) -> dict:
+    """FHIR first (omics samples must match staged patients), then omics and DICOM, per site."""
+    from flows.ingest import ingest_dicom, ingest_fhir_flow, ingest_omics_flow
+
+    totals = {"received": 0, "ingested": 0, "quarantined": 0, "quarantine_reasons": {}}
+    per_source: dict[str, dict] = {}
+    for site in sites:
+        for name, run in (("fhir", ingest_fhir_flow), ("omics", ingest_omics_flow), ("dicom", ingest_dicom)):
+            s = run(source=cohort / site / name, workspace=ws.root, site=site)
+            agg = per_source.setdefault(name, {"received": 0, "ingested": 0, "quarantined": 0})
+            for k in ("received", "ingested", "quarantined"):
+                agg[k] += s[k]
+                totals[k] += s[k]
+            for rule, n in s["quarantine_reasons"].items():
+                totals["quarantine_reasons"][rule] = totals["quarantine_reasons"].get(rule, 0) + n
+    return {**totals, "by_source": per_source}
+
+
 def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | None = None) -> dict:
     t0 = time.perf_counter()
     ws = init_workspace(workspace)
+    os.environ.setdefault("PREFECT_HOME", str(ws.state / "prefect"))
+    key_created, key_path = ensure_demo_key(ws.state)
     cfg = _synth_config(ws.params(), patients)
     cohort = ws.extracts / f"cohort-seed{cfg.seed}"
     stages = []
@@ -42,15 +65,23 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
         shutil.rmtree(cohort, ignore_errors=True)
         generate(cohort, cfg, progress=progress)
         stages.append("synth")
+    sites = json.loads((cohort / "truth" / "synth.json").read_text())["sites"]
+    ingest = _ingest_all(ws, cohort, sites)
+    stages.append("ingest")
     return {
         "workspace": str(ws.root),
         "stages": stages,
         "cohort": str(cohort),
+        "pseudonym_key": {"created": key_created, "path": str(key_path)},
+        "ingest": ingest,
         "bayes": bayes_report(load_truth(cohort)),
         "where": {
             "extracts (one folder per site: dicom/, fhir/, omics/)": str(cohort),
             "ground truth (never an input)": str(cohort / "truth" / "patients.tsv"),
-            "injected defects": str(cohort / "truth" / "corruptions.jsonl"),
+            "staged tables and image shards": str(ws.staged),
+            "quarantine records (parquet, one file per run)": str(ws.quarantine),
+            "de-identification reports": str(ws.reports),
+            "Prefect UI": f"PREFECT_HOME={ws.state / 'prefect'} prefect server start  (then http://127.0.0.1:4200)",
             "stage parameters": str(ws.params_file),
         },
         "seconds": round(time.perf_counter() - t0, 1),

@@ -19,6 +19,7 @@ from data_contracts import table_schemas
 
 ID_COLUMN = {"patients": "patient_id", "encounters": "encounter_id", "labs": "observation_id",
              "conditions": "condition_id", "notes": "note_id", "imaging": "series_id", "omics": "sample_id"}
+FLOAT32_TABLES = {"omics"}
 MODALITY_TABLES = {"imaging": "imaging", "labs": "labs", "notes": "notes", "omics": "omics"}
 
 
@@ -34,6 +35,8 @@ def _frame(table: str, rows: list[dict]) -> pl.DataFrame:
         frame = pl.DataFrame([{c: r.get(c) for c in schema} for r in rows], schema=schema, orient="row")
     else:
         frame = pl.DataFrame(rows, infer_schema_length=None)
+        if table in FLOAT32_TABLES:  # model inputs: float32 is the precision the encoders use
+            frame = frame.with_columns(pl.col(pl.Float64).cast(pl.Float32))
     key = ID_COLUMN.get(table)
     return frame.sort(key) if key in frame.columns else frame
 
