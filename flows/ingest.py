@@ -129,6 +129,13 @@ def _ingest_dicom_extract(ws: Workspace, extract: Extract, source: str, cfg, max
     part, skipped = new_part(extract, IngestState(ws.state))
     if not part.files:
         return _nothing_new(extract, skipped, source)
+    import monai.transforms  # noqa: F401 - imported once here: threads importing MONAI at once deadlock
+    from pydicom import config as pydicom_config
+
+    # value validation warns with the offending value quoted (PHI in logs); the switch is process-wide, so set it
+    # once before worker threads start rather than toggling it per file
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+
     groups, result = scan_dicom(part, ws.landing, extract.site)
     result.source = source
     batches = batch_series(groups, max_items=max_items)
@@ -234,7 +241,6 @@ def ingest_omics_flow(source: Path, workspace: Path, site: str, sample_sheet: Pa
     """Land an omics extract (matrix + sample sheet) and ingest its new samples; sample MRNs must belong to
     patients already staged from the same site's EHR extract."""
     from tasks.omics import find_sample_sheet
-
     from tasks.staged import read_table
 
     _keys()

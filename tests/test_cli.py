@@ -57,13 +57,20 @@ def test_help_lists_commands():
         assert name in out.stdout
 
 
-def test_demo_runs_and_reports_limits(tmp_path):
+def test_demo_runs_and_reports_limits(tmp_path, prefect_api, monkeypatch):
+    monkeypatch.setenv("MMFM_PSEUDONYM_KEY", "")  # recorded, so the demo's own key is unset again afterwards
+    monkeypatch.delenv("MMFM_PSEUDONYM_KEY")
     res = runner.invoke(app, ["demo", "--patients", "20", "--workspace", str(tmp_path / "demo"), "--json"])
     assert res.exit_code == 0, res.output
     out = _last_json(res.stdout)
-    assert out["stages"] == ["synth"]
+    assert out["stages"] == ["synth", "ingest"]
+    assert out["pseudonym_key"]["created"] is True
+    assert oct(Path(out["pseudonym_key"]["path"]).stat().st_mode & 0o777) == "0o600"
+    ing = out["ingest"]
+    assert ing["received"] == ing["ingested"] + ing["quarantined"] > 0
     assert 0.5 < out["bayes"]["bayes_auroc"] <= 1.0
     assert Path(out["cohort"], "truth", "patients.tsv").exists()
     again = _last_json(runner.invoke(app, ["demo", "--patients", "20", "--workspace", str(tmp_path / "demo"),
                                            "--json"]).stdout)
-    assert again["stages"] == ["synth (reused: same parameters)"]
+    assert again["stages"] == ["synth (reused: same parameters)", "ingest"]
+    assert again["ingest"]["received"] == 0

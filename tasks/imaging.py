@@ -1,0 +1,381 @@
+"""The DICOM half of ingest, as plain functions; flows/ingest.py maps Prefect tasks over the batches.
+
+    groups, scan = scan_headers(extract, landing, site)         # headers only: every item counted, bad ones rejected
+    for batch in batch_series(groups, max_items=64):             # whole series per batch, deterministic packing
+        part = ingest_series_batch(batch, landing, staged, keys, site, cfg)   # -> rows of "imaging" + one shard
+
+An item is one DICOM file: a landed file, or one member of a landed zip archive (read in memory, never extracted;
+named `data/landing/objects/ab/<sha>!<member index>`, never by the member's name, which may hold PHI). `scan` counts
+every item in `received`; each then ends up in exactly one place: a batch's `ingested`, or a rejection (scan's or a
+batch's), so `received == ingested + quarantined` holds over scan + batches.
+
+PHI stays inside: raw UIDs are only grouped on inside `scan_headers` (a group is named by the hash of its items'
+bytes), rows carry pseudonyms, keyed UIDs and shifted dates from the de-identified dataset, and messages name
+rules, attributes and exception types, never values. Reading streams, series geometry, resampling and shard
+files live in tasks/imaging_shards.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from pydicom import config as pydicom_config
+from pydicom.dataset import Dataset
+
+from tasks.accounting import BatchResult
+from tasks.deid import DeidError, Pseudonymizer, deidentify_dataset
+from tasks.imaging_shards import (
+    AIR_HU,
+    Decoded,
+    assemble,
+    decode,
+    int_value,
+    is_zip,
+    most_common,
+    read_dicom,
+    resample_images,
+    resample_volume,
+    value_stats,
+    write_shard,
+)
+from tasks.landing import Extract, LandedFile, object_path, object_uri
+from tasks.quarantine import Rejection
+
+log = logging.getLogger(__name__)
+SOURCE = "dicom"
+TABLE = "imaging"
+VOLUME_MODALITIES = frozenset({"CT", "MR", "PT"})  # stacked into volumes; anything else is a set of 2D images
+
+
+@dataclass(frozen=True)
+class ImagingConfig:
+    """params.yaml `ingest.imaging`. Shapes are in stored (numpy) order; `ct_spacing` is (x, y, z) mm, the order of
+    MONAI's `pixdim` (see tasks/imaging_shards.py for the axis conventions)."""
+
+    image_size: tuple[int, int] = (64, 64)  # 2D series: every image resized to (rows, cols)
+    ct_shape: tuple[int, int, int] = (16, 48, 48)  # volumes: stored (z, y, x) after resampling, centre pad/crop
+    ct_spacing: tuple[float, float, float] = (6.0, 6.0, 10.0)  # volumes: voxel size in mm, (x, y, z)
+    allow_burned_in: bool = False  # True only for sources whose pixels were cleaned of burned-in text already
+
+    def __post_init__(self) -> None:  # params.yaml gives lists; a frozen config holds hashable tuples
+        for name, kind, n in (("image_size", int, 2), ("ct_shape", int, 3), ("ct_spacing", float, 3)):
+            value = tuple(kind(v) for v in getattr(self, name))
+            if len(value) != n or min(value) <= 0:
+                raise ValueError(f"ingest.imaging.{name} must be {n} positive numbers")
+            object.__setattr__(self, name, value)
+
+
+@dataclass(frozen=True)
+class SeriesItem:
+    """One DICOM file to ingest, named by where it lies in landing (never by its original path)."""
+
+    uri: str  # data/landing/objects/ab/<sha>, or .../<sha>!<member index> for a zip member
+    object_sha256: str  # the landed object: the file itself, or the zip archive holding it
+    sha256: str  # of the item's own bytes (equals object_sha256 for a loose file)
+    member: int | None = None  # index in the archive's infolist()
+    instance_number: int | None = None
+
+    @property
+    def order(self) -> tuple:
+        return self.instance_number is None, self.instance_number or 0, self.sha256, self.uri
+
+
+@dataclass(frozen=True)
+class SeriesGroup:
+    """The items of one series, sorted; `key` hashes their bytes' sha256s, so no UID leaves `scan_headers`."""
+
+    key: str
+    items: tuple[SeriesItem, ...]
+
+    @classmethod
+    def of(cls, items: list[SeriesItem]) -> SeriesGroup:
+        items = sorted(items, key=lambda i: i.order)
+        return cls(hashlib.sha256("\n".join(i.sha256 for i in items).encode()).hexdigest(), tuple(items))
+
+
+@dataclass(frozen=True)
+class _Header:
+    """What the scan keeps of a header while grouping; raw UIDs, so it never leaves `scan_headers`."""
+
+    series_uid: str = field(repr=False)
+    sop_uid: str = field(repr=False)
+    instance_number: int | None
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _item_bytes(item: SeriesItem, landing: Path) -> bytes:
+    """The item's bytes, checked against the sha256 the scan saw (landing is immutable; this proves it)."""
+    path = object_path(landing, item.object_sha256)
+    if item.member is None:
+        data = path.read_bytes()
+    else:
+        with zipfile.ZipFile(path) as zf:
+            data = zf.read(zf.infolist()[item.member])
+    if hashlib.sha256(data).hexdigest() != item.sha256:
+        raise OSError("item changed since the header scan")
+    return data
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    return str(ds.get(keyword, "") or "").strip("\x00 \t\r\n")  # UIDs may be NUL-padded
+
+
+def _reject(item: SeriesItem, stage: str, rule: str, message: str) -> Rejection:
+    location = "" if item.member is None else f"member {item.member}"
+    return Rejection(source_uri=item.uri, sha256=item.object_sha256, location=location, source=SOURCE, stage=stage,
+                     rule=rule, message=message)
+
+
+# ------------------------------------------------------------------------------------------------ scan
+def _check_header(item: SeriesItem, ds: Dataset, truncated: bool) -> _Header | Rejection:
+    if truncated:
+        return _reject(item, "ingest", "dicom.readable", "DICOM header is truncated (the file ends inside it)")
+    meta = getattr(ds, "file_meta", Dataset())
+    sop_class = _text(ds, "SOPClassUID") or _text(meta, "MediaStorageSOPClassUID")
+    if sop_class and "Rows" not in ds:
+        return _reject(item, "ingest", "dicom.not_image",
+                       "no image pixel module: not an image (a report, a DICOMDIR, a presentation state)")
+    missing = [kw for kw, ok in (("SOPClassUID", sop_class), ("SeriesInstanceUID", _text(ds, "SeriesInstanceUID")),
+                                 ("PatientID", _text(ds, "PatientID"))) if not ok]
+    if missing:
+        return _reject(item, "ingest", "dicom.required", f"required attribute missing or empty: {', '.join(missing)}")
+    return _Header(_text(ds, "SeriesInstanceUID"), _text(ds, "SOPInstanceUID") or item.sha256,
+                   int_value(ds, "InstanceNumber"))
+
+
+def _header_of(item: SeriesItem, fp: BinaryIO) -> _Header | Rejection:
+    try:
+        with pydicom_config.disable_value_validation():  # validation warnings quote values
+            ds, truncated = read_dicom(fp, headers_only=True)
+            return _check_header(item, ds, truncated)
+    except Exception as exc:  # anything a damaged or foreign file makes pydicom raise; its message may quote bytes
+        return _reject(item, "ingest", "dicom.readable", f"not a readable DICOM file ({type(exc).__name__})")
+
+
+def _scan_archive(landed: LandedFile, path: Path, uri: str) -> Iterator[tuple[SeriesItem, _Header | Rejection]]:
+    try:
+        zf = zipfile.ZipFile(path)
+    except Exception as exc:
+        item = SeriesItem(uri, landed.sha256, landed.sha256)
+        yield item, _reject(item, "ingest", "dicom.readable", f"zip archive cannot be opened ({type(exc).__name__})")
+        return
+    with zf:
+        for index, info in enumerate(zf.infolist()):
+            if info.is_dir():
+                continue  # structure, not an item
+            try:
+                data = zf.read(info)
+            except Exception as exc:
+                item = SeriesItem(f"{uri}!{index}", landed.sha256, landed.sha256, index)
+                yield item, _reject(item, "ingest", "dicom.readable",
+                                    f"zip member cannot be read ({type(exc).__name__})")
+                continue
+            item = SeriesItem(f"{uri}!{index}", landed.sha256, hashlib.sha256(data).hexdigest(), index)
+            yield item, _header_of(item, io.BytesIO(data))
+
+
+def _scan_object(landed: LandedFile, landing: Path) -> Iterator[tuple[SeriesItem, _Header | Rejection]]:
+    path, uri = object_path(landing, landed.sha256), object_uri(landing, landed.sha256)
+    if is_zip(path):
+        yield from _scan_archive(landed, path, uri)
+        return
+    item = SeriesItem(uri, landed.sha256, landed.sha256)
+    with open(path, "rb") as fh:
+        yield item, _header_of(item, fh)
+
+
+def scan_headers(extract: Extract, landing: Path, site: str) -> tuple[list[SeriesGroup], BatchResult]:
+    """First pass, headers only: count every item, reject unreadable ones, group the rest by series.
+
+    Within a series a repeated SOP instance (the same file twice, or in a zip and loose) is kept once, the first in
+    item order; the repeats are rejected as `dicom.duplicate`. Groups come back sorted by key.
+    """
+    result = BatchResult(source=SOURCE)
+    series: dict[str, list[tuple[str, SeriesItem]]] = {}
+    for landed in extract.files:
+        for item, header in _scan_object(landed, landing):
+            result.received += 1
+            if isinstance(header, Rejection):
+                result.rejections.append(header)
+                continue
+            series.setdefault(header.series_uid, []).append(
+                (header.sop_uid, replace(item, instance_number=header.instance_number)))
+    groups = []
+    for entries in series.values():
+        seen: set[str] = set()
+        items = []
+        for sop_uid, item in sorted(entries, key=lambda e: e[1].order):
+            if sop_uid in seen:
+                result.rejections.append(_reject(item, "ingest", "dicom.duplicate",
+                                                 "another item of the series holds the same SOP instance"))
+            else:
+                seen.add(sop_uid)
+                items.append(item)
+        groups.append(SeriesGroup.of(items))
+    log.info("dicom scan of site %s: %d items, %d series, %d rejected", site, result.received, len(groups),
+             result.quarantined)
+    return sorted(groups, key=lambda g: g.key), result
+
+
+def batch_series(groups: list[SeriesGroup], max_items: int = 64) -> list[list[SeriesGroup]]:
+    """Pack whole series, in order, into batches of at most `max_items` items (a bigger series gets its own)."""
+    if max_items < 1:
+        raise ValueError("max_items must be at least 1")
+    batches: list[list[SeriesGroup]] = []
+    current: list[SeriesGroup] = []
+    size = 0
+    for group in groups:
+        if current and size + len(group.items) > max_items:
+            batches.append(current)
+            current, size = [], 0
+        current.append(group)
+        size += len(group.items)
+    if current:
+        batches.append(current)
+    return batches
+
+
+# ------------------------------------------------------------------------------------------------ ingest
+def _iso_date(value: str) -> str | None:
+    """DICOM DA (already shifted by de-identification) -> ISO 8601, the staged tables' date format."""
+    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else None
+
+
+def _fields(ds: Dataset, pseudonym: str) -> dict:
+    """The row's identity columns, read from the de-identified dataset only (what the profile removed stays out)."""
+    meta = getattr(ds, "file_meta", Dataset())
+    return {"patient_id": pseudonym, "study_id": _text(ds, "StudyInstanceUID") or None,
+            "series_id": _text(ds, "SeriesInstanceUID"), "modality": _text(ds, "Modality") or None,
+            "sop_class_uid": _text(ds, "SOPClassUID") or _text(meta, "MediaStorageSOPClassUID") or None,
+            "manufacturer": _text(ds, "Manufacturer") or None, "model": _text(ds, "ManufacturerModelName") or None,
+            "body_part": _text(ds, "BodyPartExamined") or None, "study_date": _iso_date(_text(ds, "StudyDate")),
+            "transfer_syntax": _text(meta, "TransferSyntaxUID") or None}
+
+
+def _unsupported(ds: Dataset) -> str | None:
+    if (int_value(ds, "NumberOfFrames") or 1) > 1:
+        return "multi-frame images are not supported yet"
+    if (int_value(ds, "SamplesPerPixel") or 1) != 1:
+        return "colour images are not supported (monochrome only)"
+    return None
+
+
+def _load(item: SeriesItem, landing: Path, keys: Pseudonymizer, site: str, cfg: ImagingConfig,
+          result: BatchResult) -> tuple[Decoded, dict] | None:
+    """Read, de-identify, screen and decode one item; None (and exactly one rejection) when it cannot pass."""
+
+    def drop(stage: str, rule: str, message: str) -> None:
+        result.rejections.append(_reject(item, stage, rule, message))
+
+    try:
+        data = _item_bytes(item, landing)
+        with pydicom_config.disable_value_validation():
+            ds, truncated = read_dicom(io.BytesIO(data), headers_only=False)
+    except Exception as exc:
+        return drop("ingest", "dicom.readable", f"cannot be read ({type(exc).__name__})")
+    if truncated:  # the scan read its header: the cut is in the pixel data (pydicom may then drop every element)
+        return drop("ingest", "dicom.pixel_decode", "the file ends inside the pixel data (truncated)")
+    try:
+        deid = deidentify_dataset(ds, keys, site)
+    except DeidError as exc:  # its message names the rule, never a value
+        return drop("deidentify", f"deid.{exc.rule}", str(exc))
+    result.deid.add_dicom(deid, item.sha256)
+    if deid.burned_in_risk and not cfg.allow_burned_in:
+        return drop("deidentify", "dicom.burned_in", f"pixels may carry text: {', '.join(deid.burned_in_reasons)}")
+    if (problem := _unsupported(ds)) is not None:
+        return drop("ingest", "dicom.unsupported", problem)
+    try:
+        with pydicom_config.disable_value_validation():
+            return decode(item, item.order, ds), _fields(deid.dataset, deid.patient_pseudonym)
+    except Exception as exc:  # decoder errors may quote header values: keep the type only
+        return drop("ingest", "dicom.pixel_decode", f"pixel data cannot be decoded ({type(exc).__name__})")
+
+
+def _one_patient_and_study(loaded: list[tuple[Decoded, dict]], result: BatchResult) -> list[tuple[Decoded, dict]]:
+    """A series belongs to one patient and one study: instances that say otherwise are not merged into it."""
+
+    def ident(entry: tuple[Decoded, dict]) -> tuple:
+        return entry[1]["patient_id"], entry[1]["study_id"]
+
+    common = most_common(loaded, ident)
+    for entry in loaded:
+        if ident(entry) != common:
+            result.rejections.append(_reject(entry[0].ref, "ingest", "dicom.series_mixed",
+                                             "instance names another patient or study than the rest of its series"))
+    return [entry for entry in loaded if ident(entry) == common]
+
+
+def _series(group: SeriesGroup, landing: Path, keys: Pseudonymizer, site: str, cfg: ImagingConfig,
+            result: BatchResult) -> tuple[np.ndarray, dict] | None:
+    """One series: its array (see tasks/imaging_shards.py for axes) and its row (shard filled in by the caller)."""
+    loaded = [x for item in group.items if (x := _load(item, landing, keys, site, cfg, result)) is not None]
+    if not loaded:
+        return None
+    loaded = _one_patient_and_study(loaded, result)
+    fields = {d.ref: f for d, f in loaded}
+
+    def reject(d: Decoded, message: str) -> None:
+        result.rejections.append(_reject(d.ref, "ingest", "dicom.series_geometry", message))
+
+    modality = loaded[0][1]["modality"]
+    series = assemble([d for d, _ in loaded], modality in VOLUME_MODALITIES, reject)
+    if series is None:
+        return None
+    if modality in VOLUME_MODALITIES:
+        pad = AIR_HU if modality == "CT" else float(series.stack.min())
+        array, spacing = resample_volume(series.stack, series.spacing, cfg.ct_spacing, cfg.ct_shape, pad)
+        original_shape = [1, *series.stack.shape]
+    else:
+        array, spacing = resample_images(series.stack, series.spacing, cfg.image_size)
+        original_shape = list(series.stack.shape)
+    head = fields[series.kept[0].ref]
+    result.ingested += len(series.kept)
+    row = {"patient_id": head["patient_id"], "site": site, "study_id": head["study_id"],
+           "series_id": head["series_id"], "modality": modality, "sop_class_uid": head["sop_class_uid"],
+           "manufacturer": head["manufacturer"], "model": head["model"], "body_part": head["body_part"],
+           "n_instances": len(series.kept), "original_shape": original_shape,
+           "original_spacing": [float(s) for s in series.spacing] if series.spacing else None,
+           "shape": list(array.shape), "spacing": spacing, "dtype": str(array.dtype), **value_stats(array),
+           "shard": None, "key": head["series_id"], "study_date": head["study_date"],
+           "transfer_syntax": head["transfer_syntax"], "source_sha256s": [d.ref.sha256 for d in series.kept]}
+    return array, row
+
+
+def ingest_series_batch(batch: list[SeriesGroup], landing: Path, staged: Path, keys: Pseudonymizer, site: str,
+                        cfg: ImagingConfig) -> BatchResult:
+    """Full read, de-identification, decoding and resampling of a batch of series; every series that survives goes
+    into ONE shard, `staged/images/shard-<sha256 of its bytes>.npz`, under its de-identified series UID.
+
+    `staged` is the workspace's data/staged: rows name the shard relative to the workspace root (two levels up).
+    The result's `received` is 0 (the scan counted these items); each item lands in `ingested` or a rejection.
+    """
+    result = BatchResult(source=SOURCE)
+    arrays: dict[str, np.ndarray] = {}
+    rows: list[dict] = []
+    for group in batch:
+        series = _series(group, landing, keys, site, cfg, result)
+        if series is None:
+            continue
+        array, row = series
+        if row["key"] in arrays:  # scan groups by the UID the key is made from: two groups cannot share one
+            raise RuntimeError("two series of one batch de-identify to the same series id")
+        arrays[row["key"]] = array
+        rows.append(row)
+    shard = write_shard(arrays, staged / "images")
+    if shard is not None:
+        ref = shard.relative_to(staged.parent.parent).as_posix()
+        for row in rows:
+            row["shard"] = ref
+        result.files_written.append(ref)
+        result.add_rows(TABLE, rows)
+    log.info("dicom batch of site %s: %d series staged, %d items ingested, %d rejected", site, len(rows),
+             result.ingested, result.quarantined)
+    return result
