@@ -151,11 +151,17 @@ def demo(
     debug: DebugOpt = False,
 ) -> None:
     """Run every stage that exists on a generated cohort with embedded defaults; print where to look next."""
+    import os
+
+    if not debug:  # the demo narrates its stages itself; Prefect's per-task INFO lines would drown them
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from flows.demo import run_demo
 
+    con = _console()
     bar, task = progress_bar(patients, "synth")
     with bar:
-        result = run_demo(workspace, patients, progress=lambda n: bar.update(task, completed=n))
+        result = run_demo(workspace, patients, progress=lambda n: bar.update(task, completed=n),
+                          say=lambda line: con.print(line, highlight=False))
     emit(result, as_json, _render_demo)
 
 

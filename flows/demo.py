@@ -31,7 +31,7 @@ def _cohort_is_current(cohort: Path, cfg: SynthConfig) -> bool:
     return saved.exists() and json.loads(saved.read_text()).get("config") == json.loads(json.dumps(asdict(cfg)))
 
 
-def _ingest_all(ws: Workspace, cohort: Path, sites: list[str]) -> dict:
+def _ingest_all(ws: Workspace, cohort: Path, sites: list[str], say: Callable[[str], None]) -> dict:
     """FHIR first (omics samples must match staged patients), then omics and DICOM, per site."""
     from flows.ingest import ingest_dicom, ingest_fhir_flow, ingest_omics_flow
 
@@ -40,6 +40,8 @@ def _ingest_all(ws: Workspace, cohort: Path, sites: list[str]) -> dict:
     for site in sites:
         for name, run in (("fhir", ingest_fhir_flow), ("omics", ingest_omics_flow), ("dicom", ingest_dicom)):
             s = run(source=cohort / site / name, workspace=ws.root, site=site)
+            say(f"ingest {name} from {site}: received {s['received']}, ingested {s['ingested']}, "
+                f"quarantined {s['quarantined']}")
             agg = per_source.setdefault(name, {"received": 0, "ingested": 0, "quarantined": 0})
             for k in ("received", "ingested", "quarantined"):
                 agg[k] += s[k]
@@ -49,7 +51,8 @@ def _ingest_all(ws: Workspace, cohort: Path, sites: list[str]) -> dict:
     return {**totals, "by_source": per_source}
 
 
-def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | None = None) -> dict:
+def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | None = None,
+             say: Callable[[str], None] = lambda _: None) -> dict:
     t0 = time.perf_counter()
     ws = init_workspace(workspace)
     os.environ.setdefault("PREFECT_HOME", str(ws.state / "prefect"))
@@ -66,7 +69,7 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
         generate(cohort, cfg, progress=progress)
         stages.append("synth")
     sites = json.loads((cohort / "truth" / "synth.json").read_text())["sites"]
-    ingest = _ingest_all(ws, cohort, sites)
+    ingest = _ingest_all(ws, cohort, sites, say)
     stages.append("ingest")
     return {
         "workspace": str(ws.root),

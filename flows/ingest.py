@@ -14,6 +14,8 @@ outputs. The pseudonym key is read by each task from the environment, never pass
 from __future__ import annotations
 
 import dataclasses
+import logging
+import warnings
 import tempfile
 from pathlib import Path
 
@@ -135,6 +137,8 @@ def _ingest_dicom_extract(ws: Workspace, extract: Extract, source: str, cfg, max
     # value validation warns with the offending value quoted (PHI in logs); the switch is process-wide, so set it
     # once before worker threads start rather than toggling it per file
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    logging.getLogger("pydicom").setLevel(logging.ERROR)  # truncation warnings: each such file is quarantined
+    warnings.filterwarnings("ignore", category=UserWarning, module="pydicom")
 
     groups, result = scan_dicom(part, ws.landing, extract.site)
     result.source = source
