@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import warnings
 import tempfile
+import warnings
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task, unmapped
