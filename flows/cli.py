@@ -88,9 +88,10 @@ def init(
     debug: DebugOpt = False,
 ) -> None:
     """Create a workspace: git + DVC repository, params.yaml, data layout and a local DVC remote."""
+    from flows.pipeline import render_dvc_yaml
     from tasks.workspace import init_workspace
 
-    ws = init_workspace(directory)
+    ws = init_workspace(directory, dvc_yaml=render_dvc_yaml())
     result = {"workspace": str(ws.root), "dvc_remote": ".mmfm/dvc-remote", "params": str(ws.params_file)}
     emit(result, as_json, lambda r: _console(stderr=False).print(f"workspace ready: {r['workspace']}"))
 
@@ -305,6 +306,98 @@ def ingest_omics_cmd(
     root = use_workspace(workspace)
     _run_ingest("ingest_omics_flow", as_json, "threads", debug=debug, source=source.resolve(), workspace=root,
                 site=site, sample_sheet=sample_sheet.resolve() if sample_sheet else None)
+
+
+def _run_flow(module: str, fn: str, as_json: bool, debug: bool, render: Callable[[dict], None], **params) -> dict:
+    import importlib
+
+    quiet_tracebacks(debug)
+    summary = getattr(importlib.import_module(module), fn)(**params)
+    emit(summary, as_json, render)
+    return summary
+
+
+def _render_validate(s: dict) -> None:
+    con = _console(stderr=False)
+    for name, t in s["tables"].items():
+        con.print(f"{name}: checked {t['rows_checked']}, passed {t['rows_passed']}, quarantined "
+                  f"{t['rows_quarantined']}, failed rules {t['failed_rules'] or 'none'} "
+                  f"(contract {t['contract_version']})")
+    con.print(f"curated: {s.get('curated')}; GX results in {s['gx_results']}")
+
+
+@app.command()
+@command
+def validate(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
+    """Run every data contract on the staged tables; publish what passes to data/curated (exit 1 if a rule blocks)."""
+    root = use_workspace(workspace)
+    from flows.validate import ValidationBlocked
+
+    try:
+        _run_flow("flows.validate", "validate", as_json, debug, _render_validate, workspace=root)
+    except ValidationBlocked as exc:
+        raise StageError(f"validation blocked: {exc}") from None
+
+
+@app.command()
+@command
+def version(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
+    """Publish the validated curated snapshot: dvc commit + dvc push + git commit, all or nothing."""
+    root = use_workspace(workspace)
+    _run_flow("flows.version", "version", as_json, debug,
+              lambda r: _console(stderr=False).print(f"dataset version {r['dataset_version']} published"),
+              workspace=root)
+
+
+@app.command()
+@command
+def pipeline(
+    force: Annotated[bool, typer.Option(help="Run every stage even if DVC says it is up to date.")] = False,
+    workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Run the out-of-date stages in order (DVC decides, Prefect runs); skip the current ones."""
+    root = use_workspace(workspace)
+    def render(r: dict) -> None:
+        _console(stderr=False).print(f"ran: {', '.join(r['ran']) or 'nothing'}; skipped (up to date): "
+                                     f"{', '.join(r['skipped']) or 'nothing'}; {r['seconds']} s")
+
+    _run_flow("flows.pipeline", "pipeline", as_json, debug, render, workspace=root, force=force)
+
+
+@app.command()
+@command
+def lineage(
+    uri: Annotated[str, typer.Argument(help="A workspace path, dataset version, run id or ledger event id.")],
+    workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Upstream and downstream of a file, dataset, run or event, from the lineage ledger."""
+    from tasks.lineage import Ledger
+    from tasks.lineage import lineage as walk
+
+    root = use_workspace(workspace)
+    try:
+        graph = walk(Ledger.of_workspace(root), uri, root=root)
+    except LookupError as exc:
+        raise StageError(str(exc)) from None
+    emit(graph, as_json, lambda g: _console(stderr=False).print(g["text"], highlight=False, markup=False))
+
+
+audit_app = typer.Typer(help="Governance: verify the lineage chain and the artifacts it names.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+@command
+def audit_verify(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
+    """Re-hash the ledger's chain and every artifact it names; exit 1 on any tampering."""
+    from tasks.lineage import Ledger, verify
+
+    root = use_workspace(workspace)
+    report = verify(Ledger.of_workspace(root), root)
+    emit(report.to_dict(), as_json, lambda _: _console(stderr=False).print(report.text(), highlight=False,
+                                                                          markup=False))
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console-script shim

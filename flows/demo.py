@@ -17,7 +17,7 @@ from pathlib import Path
 from tasks.ingest_state import ensure_demo_key
 from tasks.synth.generate import SynthConfig, generate
 from tasks.synth.truth import bayes_report, load_truth
-from tasks.workspace import Workspace, init_workspace
+from tasks.workspace import init_workspace
 
 
 def _synth_config(params: dict, patients: int) -> SynthConfig:
@@ -31,30 +31,12 @@ def _cohort_is_current(cohort: Path, cfg: SynthConfig) -> bool:
     return saved.exists() and json.loads(saved.read_text()).get("config") == json.loads(json.dumps(asdict(cfg)))
 
 
-def _ingest_all(ws: Workspace, cohort: Path, sites: list[str], say: Callable[[str], None]) -> dict:
-    """FHIR first (omics samples must match staged patients), then omics and DICOM, per site."""
-    from flows.ingest import ingest_dicom, ingest_fhir_flow, ingest_omics_flow
-
-    totals = {"received": 0, "ingested": 0, "quarantined": 0, "quarantine_reasons": {}}
-    per_source: dict[str, dict] = {}
-    for site in sites:
-        for name, run in (("fhir", ingest_fhir_flow), ("omics", ingest_omics_flow), ("dicom", ingest_dicom)):
-            s = run(source=cohort / site / name, workspace=ws.root, site=site)
-            say(f"ingest {name} from {site}: received {s['received']}, ingested {s['ingested']}, "
-                f"quarantined {s['quarantined']}")
-            agg = per_source.setdefault(name, {"received": 0, "ingested": 0, "quarantined": 0})
-            for k in ("received", "ingested", "quarantined"):
-                agg[k] += s[k]
-                totals[k] += s[k]
-            for rule, n in s["quarantine_reasons"].items():
-                totals["quarantine_reasons"][rule] = totals["quarantine_reasons"].get(rule, 0) + n
-    return {**totals, "by_source": per_source}
-
-
 def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | None = None,
              say: Callable[[str], None] = lambda _: None) -> dict:
     t0 = time.perf_counter()
-    ws = init_workspace(workspace)
+    from flows.pipeline import render_dvc_yaml
+
+    ws = init_workspace(workspace, dvc_yaml=render_dvc_yaml())
     os.environ.setdefault("PREFECT_HOME", str(ws.state / "prefect"))
     key_created, key_path = ensure_demo_key(ws.state)
     cfg = _synth_config(ws.params(), patients)
@@ -68,8 +50,9 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
         shutil.rmtree(cohort, ignore_errors=True)
         generate(cohort, cfg, progress=progress)
         stages.append("synth")
-    sites = json.loads((cohort / "truth" / "synth.json").read_text())["sites"]
-    ingest = _ingest_all(ws, cohort, sites, say)
+    from flows.ingest import run as ingest_all
+
+    ingest = ingest_all(ws.root, say)
     stages.append("ingest")
     return {
         "workspace": str(ws.root),

@@ -27,6 +27,7 @@ from tasks.accounting import BatchResult
 from tasks.deid import Pseudonymizer, key_from_settings
 from tasks.ingest_state import IngestState
 from tasks.landing import Extract, land
+from tasks.lineage import record
 from tasks.quarantine import Quarantine
 from tasks.staged import build_cohort, write_part
 from tasks.workspace import Workspace
@@ -76,10 +77,12 @@ def publish(ws: Workspace, extract: Extract, result: BatchResult, skipped: int) 
     if not result.balanced():
         raise RuntimeError(f"accounting broke for extract {extract.extract_id}: received {result.received}, "
                            f"ingested {result.ingested}, quarantined {result.quarantined}")
-    tables = {}
+    tables, written = {}, []
     for table, rows in sorted(result.rows.items()):
-        if write_part(ws.staged, table, extract.extract_id, rows) is not None:
+        path = write_part(ws.staged, table, extract.extract_id, rows)
+        if path is not None:
             tables[table] = len(rows)
+            written.append(path)
     quarantine = Quarantine(run_id)
     quarantine.extend(result.rejections)
     qpath = quarantine.write(ws.quarantine)
@@ -89,6 +92,11 @@ def publish(ws: Workspace, extract: Extract, result: BatchResult, skipped: int) 
     IngestState(ws.state).mark_processed([f.sha256 for f in extract.files], extract.source, extract.site,
                                          extract.extract_id, run_id)
     cohort = build_cohort(ws.staged)
+    written += [ws.root / f for f in result.files_written] + [p for p in (qpath, report) if p is not None]
+    event = record(ws, "ingest", run_id, inputs=[ws.landing / extract.source / f"{extract.extract_id}.json"],
+                   outputs=written, params={"source": extract.source, "site": extract.site},
+                   facts={"received": result.received, "ingested": result.ingested,
+                          "quarantined": result.quarantined})
     summary = {
         "source": result.source, "site": extract.site, "extract_id": extract.extract_id, "run_id": run_id,
         "new_files": len(extract.files), "already_ingested_files": skipped,
@@ -96,7 +104,7 @@ def publish(ws: Workspace, extract: Extract, result: BatchResult, skipped: int) 
         "quarantine_reasons": dict(sorted(Quarantine(run_id, result.rejections).reasons().items())),
         "tables": tables, "patients_in_cohort": cohort.height, "files_written": len(result.files_written),
         "quarantine_file": str(qpath.relative_to(ws.root)) if qpath else None,
-        "deid_report": str(report.relative_to(ws.root)), **result.facts,
+        "deid_report": str(report.relative_to(ws.root)), "lineage_event": event.event_id, **result.facts,
     }
     get_run_logger().info("ingested %d of %d %s items (%d quarantined) from site %s", result.ingested,
                           result.received, result.source, result.quarantined, extract.site)
@@ -261,3 +269,42 @@ def ingest_omics_flow(source: Path, workspace: Path, site: str, sample_sheet: Pa
     known = set(patients.filter(patients["site"] == site)["patient_id"].to_list()) if patients.height else set()
     return publish(ws, part, ingest_omics_matrix(part, ws.landing, site, known, sheet), skipped)
 
+
+
+# ---- every configured source: the pipeline's `ingest` stage -----------------------------------------------------
+
+KIND_ORDER = ("fhir", "omics", "dicom")  # EHR first: omics samples must match staged patients
+FLOWS = {"fhir": ingest_fhir_flow, "omics": ingest_omics_flow, "dicom": ingest_dicom}
+
+
+def configured_sources(ws: Workspace) -> list[dict]:
+    """`params.yaml: ingest.sources` ([{kind, path, site}]); by default every `extracts/**/<site>/<kind>` folder."""
+    listed = ws.params().get("ingest", {}).get("sources")
+    if listed:
+        return [{**s, "path": ws.root / s["path"]} for s in listed]
+    found = [{"kind": p.name, "path": p, "site": p.parent.name} for p in sorted(ws.extracts.glob("**/*"))
+             if p.is_dir() and p.name in KIND_ORDER and any(p.iterdir())]
+    return sorted(found, key=lambda s: (s["site"], KIND_ORDER.index(s["kind"]), str(s["path"])))
+
+
+def run(workspace: Path, say=lambda _: None) -> dict:
+    """Ingest every configured source of the workspace; totals and one summary per source."""
+    ws = Workspace(Path(workspace))
+    totals = {"received": 0, "ingested": 0, "quarantined": 0, "quarantine_reasons": {}, "sources": []}
+    for src in configured_sources(ws):
+        s = FLOWS[src["kind"]](source=src["path"], workspace=ws.root, site=src["site"])
+        say(f"ingest {src['kind']} from {src['site']}: received {s['received']}, ingested {s['ingested']}, "
+            f"quarantined {s['quarantined']}")
+        totals["sources"].append({k: s.get(k) for k in ("source", "site", "received", "ingested", "quarantined")})
+        for k in ("received", "ingested", "quarantined"):
+            totals[k] += s[k]
+        for rule, n in s["quarantine_reasons"].items():
+            totals["quarantine_reasons"][rule] = totals["quarantine_reasons"].get(rule, 0) + n
+    return totals
+
+
+if __name__ == "__main__":  # `dvc repro` runs `python -m flows.ingest` in the workspace
+    from tasks.settings import quiet_telemetry
+
+    quiet_telemetry()
+    print(run(Path.cwd()))

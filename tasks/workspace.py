@@ -17,6 +17,7 @@ from tasks.settings import get_settings
 
 DEFAULT_PARAMS = {
     "synth": {"patients": 200, "sites": 3, "seed": 7, "missing_rate": 0.2, "corrupt_rate": 0.02},
+    "validate": {"splits": {"train": 0.7, "val": 0.15, "test": 0.15}},
     "ingest": {
         "max_items_per_task": 64,
         "imaging": {"image_size": [64, 64], "ct_shape": [16, 48, 48], "ct_spacing": [6.0, 6.0, 10.0],
@@ -75,7 +76,7 @@ class Workspace:
         return (self.root / ".dvc").is_dir() and (self.root / ".git").exists()
 
 
-def _git(root: Path, *args: str) -> str:
+def git(root: Path, *args: str) -> str:
     """Run git in `root`; an author is supplied where the machine has none configured (CI, fresh containers)."""
     env = {"GIT_AUTHOR_NAME": "mmfm", "GIT_AUTHOR_EMAIL": "mmfm@localhost", "GIT_COMMITTER_NAME": "mmfm",
            "GIT_COMMITTER_EMAIL": "mmfm@localhost"}
@@ -94,7 +95,7 @@ def _dvc(root: Path, *args: str) -> str:
     return done.stdout
 
 
-def init_workspace(root: Path) -> Workspace:
+def init_workspace(root: Path, dvc_yaml: str | None = None) -> Workspace:
     """Create (or complete) a workspace: git repo, DVC repo with a local default remote, params.yaml, layout.
 
     Idempotent: an existing workspace is left as it is and its missing parts are added.
@@ -102,7 +103,7 @@ def init_workspace(root: Path) -> Workspace:
     ws = Workspace(Path(root).resolve())
     ws.root.mkdir(parents=True, exist_ok=True)
     if not (ws.root / ".git").exists():
-        _git(ws.root, "init", "-q", "-b", "main")
+        git(ws.root, "init", "-q", "-b", "main")
     if not (ws.root / ".dvc").is_dir():
         _dvc(ws.root, "init", "--quiet")
     # the dvc CLI resolves a relative local path from the cwd and stores it relative to .dvc/config, so the
@@ -114,11 +115,14 @@ def init_workspace(root: Path) -> Workspace:
         d.mkdir(parents=True, exist_ok=True)
     if not ws.params_file.exists():
         ws.params_file.write_text(yaml.safe_dump(DEFAULT_PARAMS, sort_keys=False))
+    if dvc_yaml is not None and not (ws.root / "dvc.yaml").exists():
+        (ws.root / "dvc.yaml").write_text(dvc_yaml)
     gitignore = ws.root / ".gitignore"
     if not gitignore.exists() or "/.mmfm/" not in gitignore.read_text():
         with open(gitignore, "a") as fh:
             fh.write(GITIGNORE)
-    _git(ws.root, "add", ".gitignore", "params.yaml", ".dvc/config", ".dvcignore")
-    if _git(ws.root, "status", "--porcelain", "--untracked-files=no").strip():
-        _git(ws.root, "commit", "-q", "-m", "mmfm init: workspace layout, params and DVC remote")
+    git(ws.root, "add", ".gitignore", "params.yaml", ".dvc/config", ".dvcignore",
+         *(["dvc.yaml"] if (ws.root / "dvc.yaml").exists() else []))
+    if git(ws.root, "status", "--porcelain", "--untracked-files=no").strip():
+        git(ws.root, "commit", "-q", "-m", "mmfm init: workspace layout, params and DVC remote")
     return ws

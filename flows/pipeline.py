@@ -1,0 +1,90 @@
+"""The pipeline: the only place that knows the stage order (DESIGN.md §2-§3).
+
+DVC decides, Prefect runs. `dvc.yaml` (rendered from `STAGES`, so stage names, deps and outs are written once) is
+the DAG's contract and `dvc.lock` its ledger of hashes. The `pipeline` flow walks the stages in order, asks DVC
+whether each is out of date, runs only those (as Prefect subflows, in this process), and has DVC record their
+outputs after (`dvc commit`), so a rerun with no new data does no work and says which stages it skipped, and a new
+extract reruns only what depends on it. `dvc repro` in a workspace runs the same stages (`python -m flows.<stage>`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from prefect import flow, get_run_logger
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # the same in flows/<name>.py, dvc.yaml, params.yaml and the CLI
+    deps: tuple[str, ...]
+    outs: tuple[str, ...]
+    persist: tuple[str, ...] = ()  # outputs the stage appends to (DVC must not delete them before a rerun)
+    params: tuple[str, ...] = field(default_factory=tuple)
+
+    def dvc_entry(self) -> dict:
+        outs = [{o: {"persist": True}} if o in self.persist else o for o in self.outs]
+        entry = {"cmd": f"python -m flows.{self.name}", "deps": list(self.deps), "outs": outs}
+        if self.params:
+            entry["params"] = list(self.params)
+        return entry
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("ingest", deps=("extracts",), outs=("data/staged",), persist=("data/staged",), params=("ingest",)),
+    Stage("validate", deps=("data/staged",), outs=("data/curated",), params=("validate",)),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def render_dvc_yaml() -> str:
+    header = "# Generated from flows/pipeline.py STAGES (mmfm init writes it into each workspace); edit STAGES.\n"
+    return header + yaml.safe_dump({"stages": {s.name: s.dvc_entry() for s in STAGES}}, sort_keys=False)
+
+
+def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the dvc CLI of this environment in `root` (a subprocess: DVC's in-process logging is not reentrant)."""
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True, env=env)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"dvc {' '.join(args)} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return done
+
+
+def stage_is_current(root: Path, name: str) -> bool:
+    """DVC's answer: are the stage's recorded deps, params and outs unchanged? (never run -> False)"""
+    status = json.loads(dvc(root, "status", name, "--json").stdout or "{}")
+    return not status
+
+
+def run_stage(root: Path, name: str) -> dict:
+    """Run one stage's flow in this process (flows/<name>.py: `run(workspace)`), then record it in dvc.lock."""
+    module = importlib.import_module(f"flows.{name}")
+    summary = module.run(root)
+    dvc(root, "commit", "--force", name)
+    return summary
+
+
+@flow(name="pipeline")
+def pipeline(workspace: Path, force: bool = False) -> dict:
+    """Run every out-of-date stage in order; skip the current ones."""
+    root, t0 = Path(workspace).resolve(), time.perf_counter()
+    log = get_run_logger()
+    ran, skipped, summaries = [], [], {}
+    for stage in STAGES:
+        if not force and stage_is_current(root, stage.name):
+            skipped.append(stage.name)
+            log.info("stage %s is up to date: skipped", stage.name)
+            continue
+        summaries[stage.name] = run_stage(root, stage.name)
+        ran.append(stage.name)
+    return {"ran": ran, "skipped": skipped, "stages": summaries, "seconds": round(time.perf_counter() - t0, 2)}
