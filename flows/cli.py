@@ -321,9 +321,9 @@ def _render_validate(s: dict) -> None:
     con = _console(stderr=False)
     for name, t in s["tables"].items():
         con.print(f"{name}: checked {t['rows_checked']}, passed {t['rows_passed']}, quarantined "
-                  f"{t['rows_quarantined']}, failed rules {t['failed_rules'] or 'none'} "
+                  f"{t['rows_quarantined']}, failed rules {t['failures'] or 'none'} "
                   f"(contract {t['contract_version']})")
-    con.print(f"curated: {s.get('curated')}; GX results in {s['gx_results']}")
+    con.print(f"curated: {s.get('curated')}; GX results and Data Docs in {s['gx_results']}")
 
 
 @app.command()

@@ -1,7 +1,7 @@
 """`mmfm demo`: every stage that exists, end to end, on a generated cohort and the embedded defaults.
 
-Today: synth -> ingest (per site: FHIR, omics, DICOM). The demo makes a pseudonym key in the workspace's
-.mmfm/ (mode 0600) when MMFM_PSEUDONYM_KEY is not set, and says so; real ingest refuses to run without one.
+Today: synth -> the pipeline (ingest of every site, validate) -> version. The demo makes a pseudonym key in the
+workspace's .mmfm/ (mode 0600) when MMFM_PSEUDONYM_KEY is not set, and says so; real ingest refuses without one.
 """
 
 from __future__ import annotations
@@ -50,23 +50,37 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
         shutil.rmtree(cohort, ignore_errors=True)
         generate(cohort, cfg, progress=progress)
         stages.append("synth")
-    from flows.ingest import run as ingest_all
+    from flows.pipeline import STAGE_NAMES, pipeline
+    from flows.version import version
 
-    ingest = ingest_all(ws.root, say)
-    stages.append("ingest")
+    ran = pipeline(workspace=ws.root)
+    ingest = ran["stages"].get("ingest") or {"received": 0, "ingested": 0, "quarantined": 0,
+                                              "quarantine_reasons": {}}
+    say(f"pipeline ran: {', '.join(ran['ran']) or 'nothing'}; up to date: {', '.join(ran['skipped']) or 'none'}")
+    stages += [name if name in ran["ran"] else f"{name} (up to date)" for name in STAGE_NAMES]
+    validated = ran["stages"].get("validate")
+    published = version(workspace=ws.root) if ran["ran"] else None
+    if published:
+        stages.append("version")
+        say(f"dataset version {published['dataset_version']} published to the DVC remote")
     return {
         "workspace": str(ws.root),
         "stages": stages,
         "cohort": str(cohort),
         "pseudonym_key": {"created": key_created, "path": str(key_path)},
         "ingest": ingest,
+        "validate": {k: validated[k] for k in ("quarantined", "quarantine_reasons", "contract_versions")}
+        if validated else None,
+        "dataset_version": published["dataset_version"] if published else None,
         "bayes": bayes_report(load_truth(cohort)),
         "where": {
             "extracts (one folder per site: dicom/, fhir/, omics/)": str(cohort),
             "ground truth (never an input)": str(cohort / "truth" / "patients.tsv"),
             "staged tables and image shards": str(ws.staged),
             "quarantine records (parquet, one file per run)": str(ws.quarantine),
-            "de-identification reports": str(ws.reports),
+            "de-identification reports, validation report, GX Data Docs": str(ws.reports),
+            "curated tables (DVC-versioned)": str(ws.curated),
+            "lineage": f"mmfm lineage data/curated -w {ws.root}; mmfm audit verify -w {ws.root}",
             "Prefect UI": f"PREFECT_HOME={ws.state / 'prefect'} prefect server start  (then http://127.0.0.1:4200)",
             "stage parameters": str(ws.params_file),
         },

@@ -63,7 +63,8 @@ def test_demo_runs_and_reports_limits(tmp_path, prefect_api, monkeypatch):
     res = runner.invoke(app, ["demo", "--patients", "20", "--workspace", str(tmp_path / "demo"), "--json"])
     assert res.exit_code == 0, res.output
     out = _last_json(res.stdout)
-    assert out["stages"] == ["synth", "ingest"]
+    assert out["stages"] == ["synth", "ingest", "validate", "version"]
+    assert out["dataset_version"]
     assert out["pseudonym_key"]["created"] is True
     assert oct(Path(out["pseudonym_key"]["path"]).stat().st_mode & 0o777) == "0o600"
     ing = out["ingest"]
@@ -72,5 +73,4 @@ def test_demo_runs_and_reports_limits(tmp_path, prefect_api, monkeypatch):
     assert Path(out["cohort"], "truth", "patients.tsv").exists()
     again = _last_json(runner.invoke(app, ["demo", "--patients", "20", "--workspace", str(tmp_path / "demo"),
                                            "--json"]).stdout)
-    assert again["stages"] == ["synth (reused: same parameters)", "ingest"]
-    assert again["ingest"]["received"] == 0
+    assert again["stages"] == ["synth (reused: same parameters)", "ingest (up to date)", "validate (up to date)"]

@@ -1,0 +1,107 @@
+"""Great Expectations is the reporter of record: for every part of every rule, GX must count exactly the rows the
+polars fast path split off, on batches with faults of every kind (nulls and NaN included); its artifacts land under
+context_dir and quote no values; and a disagreement between the two blocks the batch instead of passing silently."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+import tasks.contracts_gx as compiler
+from tasks.contracts import validate_tables
+from tests.contracts.batch import make_batch, set_rows
+
+SECRET_VALUE = 987654.321  # an out-of-range value: no artifact may quote it
+
+
+def _faulty(batch: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    b = dict(batch)
+    split = dict(b["cohort"].select("patient_id", "split").iter_rows())
+    labs = b["labs"].with_columns(split=pl.col("patient_id").replace_strict(split))
+    for ids, values in [(["O0-wbc"], {"value": float("nan")}), (["O0-crp"], {"value": None}),
+                        (["O0-spo2", "O1-spo2"], {"value": SECRET_VALUE}), (["O1-wbc"], {"loinc": "9999-9"}),
+                        (["O1-crp"], {"unit": "mmol/L"}), (["O2-wbc"], {"observation_id": None}),
+                        (["O2-crp"], {"observation_id": "O2-spo2"}), (["O2-ddimer"], {"time": "yesterday"}),
+                        (["O3-wbc"], {"time": "1900-01-01"}), (["O3-crp"], {"patient_id": None}),
+                        (["O3-spo2"], {"patient_id": "P-nobody"}), (["O4-crp", "O4-wbc"], {"source_unit": "mg/dL"}),
+                        (["O4-ddimer"], {"encounter_id": "E-none", "site": "Site A!"}),
+                        (["O4-spo2"], {"split": "train"})]:
+        labs = set_rows(labs, "observation_id", ids, **values)
+    b["labs"] = labs
+    b["patients"] = set_rows(set_rows(b["patients"], "patient_id", ["P1"], sex="robot"), "patient_id", ["P2"],
+                             birth_date="1931", sex=None)
+    img = set_rows(b["imaging"], "series_id", ["S0"], shape=[1, 16, 48, 47], value_min=-3000.0)
+    img = set_rows(set_rows(img, "series_id", ["S3"], dtype="float64", shape=None), "series_id", ["S4"], modality="US")
+    b["imaging"] = img
+    b["omics"] = b["omics"].with_columns(collection_date=pl.when(pl.col("sample_id") == "X3").then(
+        pl.date(1900, 1, 1)).otherwise("collection_date"))
+    b["notes"] = set_rows(b["notes"], "note_id", ["N0"], kind="letter", text=None)
+    b["omics_features"] = set_rows(b["omics_features"], "feature", ["GENE0002"], index=-1)
+    return b
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    context = tmp_path_factory.mktemp("gx")
+    return validate_tables(_faulty(make_batch()), context_dir=context), context
+
+
+def test_gx_counts_what_polars_splits(recorded):
+    report, _ = recorded
+    assert not [m for m in report.messages if "disagree" in m or "GX could not" in m], report.messages
+    checked = 0
+    for table in report.tables.values():
+        for o in table.rules:
+            if o.unit == "rows" and o.skipped is None:
+                assert o.gx_unexpected is not None and o.gx_unexpected >= o.failed, o
+                checked += 1
+    assert checked > 40
+    labs = report.tables["labs"]
+    assert labs.outcome("labs.value_in_physiologic_range").gx_unexpected == 3  # NaN and two out of range
+    assert labs.outcome("labs.value_not_null").gx_unexpected == 1
+    assert labs.outcome("labs.observation_id_unique").gx_unexpected == 2
+    assert report.tables["imaging"].outcome("imaging.tensor").failed == 2
+
+
+def test_faults_of_every_kind_were_seen(recorded):
+    report, _ = recorded
+    seen = {o.type for t in report.tables.values() for o in t.rules if o.failed}
+    assert seen == {"not_null", "in_set", "between", "unique", "foreign_key", "temporal", "split_integrity", "tensor"}
+    assert sorted(report.messages) == ["labs: rule labs.split_integrity (fail) broken by 7 rows",
+                                       "omics_features: rule omics_features.index_non_negative (fail) broken by 1 row"]
+
+
+def test_artifacts_are_under_context_dir_and_quote_no_values(recorded):
+    report, context = recorded
+    assert set(report.artifacts) >= {f"gx_results/{t}" for t in report.tables} | {"data_docs/local_site"}
+    doc = json.loads((context / "results" / "labs.json").read_text())
+    parts = {r["expectation_config"]["meta"]["part"] for r in doc["results"]}
+    assert len(parts) == len(doc["results"]) and all(p.startswith("__p") for p in parts)
+    html = list((context / "gx").rglob("*.html"))
+    assert any(p.name == "index.html" for p in html) and any("validations" in p.parts for p in html)
+    written = b"".join(p.read_bytes() for p in context.rglob("*") if p.is_file())
+    assert b"987654" not in written and b"nobody" not in written
+
+
+def test_a_broken_schema_is_recorded_by_gx_too(batch):
+    labs = batch["labs"].drop("unit").with_columns(value=pl.lit("x"))
+    report = validate_tables({"patients": batch["patients"], "labs": labs})
+    assert report.messages == ["labs: rule labs.schema (fail) broken by 2 columns (missing: unit; dtype: value)"]
+    results = {r["expectation_config"]["type"]: r["success"] for r in report.tables["labs"].gx["results"]
+               if r["expectation_config"]["kwargs"].get("column") in (None, "value")}
+    assert results == {"expect_table_columns_to_match_set": False, "expect_column_type_to_be": False}
+
+
+def test_a_disagreement_between_polars_and_gx_blocks(batch, monkeypatch):
+    def lenient_not_null(e, c, s):  # polars that misses nulls, GX that does not
+        return compiler.replace(c, parts=(compiler.Part(pl.lit(False), ("ExpectColumnValuesToNotBeNull",
+                                                                        {"column": e.args["column"]})),))
+
+    monkeypatch.setitem(compiler.COMPILERS, "not_null", lenient_not_null)
+    labs = set_rows(batch["labs"], "observation_id", ["O0-crp"], value=None)
+    report = validate_tables({"patients": batch["patients"], "labs": labs})
+    assert report.blocked
+    assert "labs: rule labs.value_not_null part 0: polars counts 0, GX 1 (the split and the record disagree)" \
+        in report.messages
