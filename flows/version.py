@@ -73,6 +73,9 @@ def version(workspace: Path, message: str = "", push_retries: int = 3) -> dict:
     step = "dvc commit"
     try:
         dvc(ws.root, "commit", "--force", *STAGE_NAMES)
+        governance = [d for d in (ws.quarantine, ws.reports) if d.exists() and any(d.iterdir())]
+        if governance:  # quarantine records and reports travel with the dataset version they explain
+            dvc(ws.root, "add", *(str(d.relative_to(ws.root)) for d in governance))
         curated = _lock_hash(ws, "validate", "data/curated")
         if curated is None or report.get("staged_sha256") != artifact_entry(ws.staged, ws.root)["sha256"]:
             raise PublishError("the validation report does not describe the staged data now in the workspace: "
@@ -80,9 +83,10 @@ def version(workspace: Path, message: str = "", push_retries: int = 3) -> dict:
         step = "dvc push"
         push.with_options(retries=push_retries)(ws.root)
         step = "git commit"
-        git(ws.root, "add", "dvc.lock", "dvc.yaml", "params.yaml", ".gitignore")
-        for ignore in ws.root.joinpath("data").glob("**/.gitignore"):
-            git(ws.root, "add", str(ignore.relative_to(ws.root)))
+        git(ws.root, "add", "dvc.lock", "dvc.yaml", "params.yaml", ".gitignore",
+            *(str(d.relative_to(ws.root)) + ".dvc" for d in governance))
+        if (ws.root / "data" / ".gitignore").exists():  # DVC lists its outputs there
+            git(ws.root, "add", "data/.gitignore")
         contracts = report.get("contract_versions", {})
         text = message or f"dataset version: curated {curated[:12]}, contracts {json.dumps(contracts, sort_keys=True)}"
         git(ws.root, "commit", "-q", "--allow-empty", "-m", text)

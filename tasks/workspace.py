@@ -28,8 +28,9 @@ DEFAULT_PARAMS = {
 GITIGNORE = """\
 # platform state: MLflow store, lineage db, Prefect home, local DVC remote, secrets (never committed)
 /.mmfm/
-# raw extracts stay out of git; they are content-addressed under data/landing and may be DVC-tracked
+# raw extracts and landed copies hold PHI: never in git (content-addressed under data/landing, hashes in the ledger)
 /extracts/
+/data/landing/
 """
 
 

@@ -74,3 +74,28 @@ def test_demo_runs_and_reports_limits(tmp_path, prefect_api, monkeypatch):
     again = _last_json(runner.invoke(app, ["demo", "--patients", "20", "--workspace", str(tmp_path / "demo"),
                                            "--json"]).stdout)
     assert again["stages"] == ["synth (reused: same parameters)", "ingest (up to date)", "validate (up to date)"]
+
+
+def test_lineage_and_audit_verify_on_the_demo_workspace(tmp_path, prefect_api, monkeypatch):
+    import os
+
+    monkeypatch.setenv("MMFM_PSEUDONYM_KEY", "")
+    monkeypatch.delenv("MMFM_PSEUDONYM_KEY")
+    ws = tmp_path / "demo"
+    assert runner.invoke(app, ["demo", "--patients", "12", "--workspace", str(ws), "--json"]).exit_code == 0
+    graph = _last_json(runner.invoke(app, ["lineage", "data/curated", "-w", str(ws), "--json"]).stdout)
+    stages = {n.get("stage") for n in graph["nodes"] if n.get("stage")}
+    assert {"ingest", "validate"} <= stages
+    ok = runner.invoke(app, ["audit", "verify", "-w", str(ws), "--json"])
+    assert ok.exit_code == 0 and _last_json(ok.stdout)["ok"] is True
+
+    target = ws / "data" / "curated" / "labs.parquet"  # flip one byte, keep size and mtime: dvc status won't see it
+    stat = target.stat()
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    bad = runner.invoke(app, ["audit", "verify", "-w", str(ws), "--json"])
+    assert bad.exit_code == 1
+    report = _last_json(bad.stdout)
+    assert report["ok"] is False and any(p["kind"] == "artifact_modified" for p in report["problems"])
