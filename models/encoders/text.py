@@ -1,0 +1,79 @@
+"""Notes encoder: a BERT built from BertConfig (no pretrained weights), and a WordPiece tokenizer trained on the
+corpus with `tokenizers`, wrapped as a PreTrainedTokenizerFast. Both save and load from a local folder, offline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from torch import nn
+from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+from models.layers import freeze
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] gets id 0
+
+
+@dataclass
+class TextEncoderConfig:
+    vocab_size: int = 512
+    width: int = 32
+    layers: int = 1
+    heads: int = 2
+    intermediate: int = 64
+    max_length: int = 64
+    pad_token_id: int = 0
+    dropout: float = 0.0
+
+
+class TextEncoder(nn.Module):
+    def __init__(self, config: TextEncoderConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        bert = BertConfig(vocab_size=c.vocab_size, hidden_size=c.width, num_hidden_layers=c.layers,
+                          num_attention_heads=c.heads, intermediate_size=c.intermediate,
+                          max_position_embeddings=c.max_length, pad_token_id=c.pad_token_id,
+                          hidden_dropout_prob=c.dropout, attention_probs_dropout_prob=c.dropout)
+        self.bert = BertModel(bert, add_pooling_layer=False)
+
+    def encode(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T) int64 token ids, [PAD]-padded -> tokens (B, T, D), mask (B, T) True where not [PAD]."""
+        ids = ids[:, : self.config.max_length].long()
+        mask = ids != self.config.pad_token_id
+        tokens = self.bert(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # (B, T, D)
+        return tokens, mask
+
+    def lock(self) -> None:
+        freeze(self)
+
+    def save(self, path: str | Path) -> None:
+        self.bert.save_pretrained(path)
+
+    @classmethod
+    def load(cls, path: str | Path, config: TextEncoderConfig) -> TextEncoder:
+        enc = cls(config)
+        enc.bert = BertModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
+        return enc
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, max_length: int = 64) -> PreTrainedTokenizerFast:
+    """Train a lower-cased WordPiece tokenizer on `texts`; [PAD]=0, [CLS] ... [SEP] around each note."""
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS))
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+                                                       special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=max_length)
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
+    """A tokenizer saved with `save_pretrained(path)`; reads only the local folder."""
+    return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
