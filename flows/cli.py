@@ -92,7 +92,10 @@ def init(
     from tasks.workspace import init_workspace
 
     ws = init_workspace(directory, dvc_yaml=render_dvc_yaml())
-    result = {"workspace": str(ws.root), "dvc_remote": ".mmfm/dvc-remote", "params": str(ws.params_file)}
+    from tasks.settings import get_settings
+
+    remote = get_settings(ws.root).dvc_remote_url or ".mmfm/dvc-remote"
+    result = {"workspace": str(ws.root), "dvc_remote": remote, "params": str(ws.params_file)}
     emit(result, as_json, lambda r: _console(stderr=False).print(f"workspace ready: {r['workspace']}"))
 
 
