@@ -389,6 +389,27 @@ audit_app = typer.Typer(help="Governance: verify the lineage chain and the artif
 app.add_typer(audit_app, name="audit")
 
 
+@audit_app.command("export")
+@command
+def audit_export(
+    out: Annotated[Path, typer.Option("--out", help="NDJSON file of OpenLineage RunEvents, one per ledger event.")],
+    workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Export the lineage ledger as OpenLineage RunEvents; also POST them to OPENLINEAGE_URL when it is set."""
+    import os
+
+    from tasks.lineage import Ledger
+    from tasks.openlineage import export_openlineage, send_openlineage
+
+    root = use_workspace(workspace)
+    ledger = Ledger.of_workspace(root)
+    result = {"file": str(out), "events": export_openlineage(ledger, out), "sent": 0}
+    if os.environ.get("OPENLINEAGE_URL"):
+        result["sent"] = send_openlineage(ledger.events(), os.environ["OPENLINEAGE_URL"])
+    emit(result, as_json, lambda r: _console(stderr=False).print(f"{r['events']} OpenLineage events written to "
+                                                                 f"{r['file']}; {r['sent']} sent"))
+
+
 @audit_app.command("verify")
 @command
 def audit_verify(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug: DebugOpt = False) -> None:

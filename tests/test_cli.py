@@ -88,6 +88,10 @@ def test_lineage_and_audit_verify_on_the_demo_workspace(tmp_path, prefect_api, m
     assert {"ingest", "validate"} <= stages
     ok = runner.invoke(app, ["audit", "verify", "-w", str(ws), "--json"])
     assert ok.exit_code == 0 and _last_json(ok.stdout)["ok"] is True
+    exported = _last_json(runner.invoke(app, ["audit", "export", "--out", str(tmp_path / "ol.ndjson"), "-w", str(ws),
+                                              "--json"]).stdout)
+    events = [json.loads(x) for x in (tmp_path / "ol.ndjson").read_text().splitlines()]
+    assert exported["events"] == len(events) > 0 and {e["job"]["name"] for e in events} >= {"ingest", "validate"}
 
     target = ws / "data" / "curated" / "labs.parquet"  # flip one byte, keep size and mtime: dvc status won't see it
     stat = target.stat()
