@@ -326,3 +326,15 @@ def test_uids_are_valid_uuid_derived(cohort):
                 ds.file_meta.ImplementationClassUID):
         assert re.fullmatch(r"2\.25\.(0|[1-9]\d*)", uid) and len(uid) <= 64
         assert int(uid[5:]) < 2**128
+
+
+def test_every_single_image_file_loads_with_monai(cohort):
+    """Radiographs and screen saves (one file each) open with MONAI's DICOM loader, both transfer syntaxes."""
+    from monai.transforms import LoadImage
+
+    loader = LoadImage(image_only=True, reader="PydicomReader")
+    files = [p for _, paths in cohort for p in paths if p.parts[-3] == "ST01"]
+    assert files
+    for path in files:
+        image = loader(str(path))
+        assert image.ndim >= 2 and float(image.max()) > float(image.min()), path
