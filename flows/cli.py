@@ -378,8 +378,14 @@ def lineage(
     from tasks.lineage import lineage as walk
 
     root = use_workspace(workspace)
+    ledger = Ledger.of_workspace(root)
+    # a dataset version (or its git rev) names the `version` event that published it
+    published = [e for e in ledger.events() if e.stage == "version" and uri and (
+        (e.facts or {}).get("dataset_version") == uri or str((e.facts or {}).get("git_rev", "")).startswith(uri))]
+    if published:
+        uri = published[-1].event_id
     try:
-        graph = walk(Ledger.of_workspace(root), uri, root=root)
+        graph = walk(ledger, uri, root=root)
     except LookupError as exc:
         raise StageError(str(exc)) from None
     emit(graph, as_json, lambda g: _console(stderr=False).print(g["text"], highlight=False, markup=False))

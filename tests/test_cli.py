@@ -82,10 +82,14 @@ def test_lineage_and_audit_verify_on_the_demo_workspace(tmp_path, prefect_api, m
     monkeypatch.setenv("MMFM_PSEUDONYM_KEY", "")
     monkeypatch.delenv("MMFM_PSEUDONYM_KEY")
     ws = tmp_path / "demo"
-    assert runner.invoke(app, ["demo", "--patients", "12", "--workspace", str(ws), "--json"]).exit_code == 0
+    demo = runner.invoke(app, ["demo", "--patients", "12", "--workspace", str(ws), "--json"])
+    assert demo.exit_code == 0
     graph = _last_json(runner.invoke(app, ["lineage", "data/curated", "-w", str(ws), "--json"]).stdout)
     stages = {n.get("stage") for n in graph["nodes"] if n.get("stage")}
     assert {"ingest", "validate"} <= stages
+    version = _last_json(demo.stdout)["dataset_version"]
+    by_version = _last_json(runner.invoke(app, ["lineage", version, "-w", str(ws), "--json"]).stdout)
+    assert {"ingest", "validate", "version"} <= {n.get("stage") for n in by_version["nodes"] if n.get("stage")}
     ok = runner.invoke(app, ["audit", "verify", "-w", str(ws), "--json"])
     assert ok.exit_code == 0 and _last_json(ok.stdout)["ok"] is True
     exported = _last_json(runner.invoke(app, ["audit", "export", "--out", str(tmp_path / "ol.ndjson"), "-w", str(ws),
