@@ -4,7 +4,7 @@ Every rank draws the same global batch for a step (the source is a function of t
 no sampler state has to be checkpointed. DDP averages gradients over ranks, which equals the gradient of the mean
 loss over the global batch when the loss is a per-sample mean and the shards are equal: hence batch_size must divide
 by the world size. The pretrain objective's InfoNCE uses in-shard negatives only (no all-gather), so it is not the
-single-process loss; the supervised objective is. Rank 0 writes checkpoints, `result.json` and `final.pt`.
+single-process loss; the supervised objectives are. Rank 0 writes checkpoints, `result.json` and `final.pt`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from models.factory import create_model
-from tasks.training.loop import Batch, Hooks, TrainConfig, train
+from tasks.training.loop import OBJECTIVES, Batch, Hooks, TrainConfig, train
 from tasks.training.synthetic_batches import SyntheticBatches
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clip-norm", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=0)
-    p.add_argument("--objective", choices=["pretrain", "supervised"], default="supervised")
+    p.add_argument("--objective", choices=OBJECTIVES, default="diagnosis")
     p.add_argument("--modality-dropout", type=float, default=None, help="override the model config's")
     p.add_argument("--resume", action="store_true")
     return p.parse_args(argv)

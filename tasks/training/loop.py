@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.losses import cox_ph_loss
+
 Batch = dict[str, torch.Tensor]
 BatchSource = Callable[[int], Batch] | Iterable[Batch]
 CKPT_PREFIX = "ckpt_"
@@ -40,7 +42,7 @@ class TrainConfig:
     batch_size: int = 8  # the global batch; under DDP each rank takes batch_size / world_size
     seed: int = 0
     checkpoint_every: int = 0  # 0: never
-    objective: Literal["pretrain", "supervised"] = "pretrain"
+    objective: Literal["pretrain", "diagnosis", "risk", "survival"] = "pretrain"
     min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
 
 
@@ -61,20 +63,46 @@ class Hooks:
     is_main: bool = True  # saves checkpoints
 
 
+OBJECTIVES = ("pretrain", "diagnosis", "risk", "survival")
+
+
 class Objective(nn.Module):
-    """model + objective as one module whose forward returns the losses, so DDP's hooks see the backward pass."""
+    """model + objective as one module whose forward returns the losses, so DDP's hooks see the backward pass.
+
+    pretrain: InfoNCE + masked-modality (labels unused). diagnosis: cross-entropy on `label` (B,) int64 over the
+    multiclass head, rows with label -1 ignored. risk: BCE on `risk_label` (B,) float over the binary head, NaN rows
+    ignored. survival: Cox partial likelihood on `time` (B,) float and `event` (B,) bool over the Cox head.
+    """
 
     def __init__(self, model: nn.Module, objective: str):
         super().__init__()
-        if objective not in ("pretrain", "supervised"):
-            raise ValueError(f"unknown objective {objective!r}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
         self.model, self.objective = model, objective
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         if self.objective == "pretrain":
             return self.model.pretrain_losses(batch)
-        logits = self.model(batch)["class_logits"]  # (B, C)
-        return {"loss": F.cross_entropy(logits.float(), batch["label"])}
+        out = self.model(batch)
+        return {"loss": supervised_loss(self.objective, out, batch)}
+
+
+def supervised_loss(objective: str, out: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+    """The loss of one supervised objective from the model's outputs; a batch with no usable target gives 0."""
+    if objective == "diagnosis":
+        label = batch["label"]
+        if not bool((label >= 0).any()):
+            return out["class_logits"].sum() * 0.0
+        return F.cross_entropy(out["class_logits"].float(), label, ignore_index=-1)
+    if objective == "risk":
+        target = batch["risk_label"].float()
+        known = ~torch.isnan(target)
+        if not bool(known.any()):
+            return out["binary_logit"].sum() * 0.0
+        return F.binary_cross_entropy_with_logits(out["binary_logit"].float()[known], target[known])
+    if objective == "survival":
+        return cox_ph_loss(out["risk"].float(), batch["time"].float(), batch["event"].bool())
+    raise ValueError(f"unknown supervised objective {objective!r}")
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:

@@ -30,7 +30,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path: Path):
     # supervised: a per-sample mean loss, so mean of the two shard means == mean over the global batch;
     # modality dropout off: it draws per-sample random numbers that differ between a shard and the whole batch
     args = ["--steps", str(STEPS), "--out", str(tmp_path), "--batch-size", str(BATCH), "--seed", str(SEED),
-            "--objective", "supervised", "--modality-dropout", "0", "--checkpoint-every", "2"]
+            "--objective", "diagnosis", "--modality-dropout", "0", "--checkpoint-every", "2"]
     run = launch_torchrun(2, args, timeout=110)
     assert run.returncode == 0, run.stderr[-4000:]
     result = json.loads((tmp_path / "result.json").read_text())
@@ -38,7 +38,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path: Path):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["ckpt_00000002.pt", "ckpt_00000004.pt"]
 
     reference = build_model("tiny", SEED, 0.0)
-    cfg = TrainConfig(steps=STEPS, lr=1e-3, warmup_steps=2, batch_size=BATCH, seed=SEED, objective="supervised")
+    cfg = TrainConfig(steps=STEPS, lr=1e-3, warmup_steps=2, batch_size=BATCH, seed=SEED, objective="diagnosis")
     single = train(reference, SyntheticBatches(batch_size=BATCH, seed=SEED), cfg)
 
     assert result["losses"] == pytest.approx(single.losses, abs=1e-4)

@@ -19,7 +19,7 @@ def tiny(seed: int = 0):
 
 
 def test_loss_falls_on_a_fixed_batch():
-    cfg = TrainConfig(steps=20, lr=3e-3, warmup_steps=2, objective="supervised")
+    cfg = TrainConfig(steps=20, lr=3e-3, warmup_steps=2, objective="diagnosis")
     result = train(tiny(), SyntheticBatches(batch_size=4, fixed=True), cfg)
     assert result.step == 20 and len(result.losses) == 20
     assert sum(result.losses[-3:]) / 3 < 0.5 * sum(result.losses[:3]) / 3
@@ -64,7 +64,7 @@ def test_gradients_are_clipped(monkeypatch, clip_norm):
         return norm
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
-    cfg = TrainConfig(steps=3, warmup_steps=1, clip_norm=clip_norm, objective="supervised")
+    cfg = TrainConfig(steps=3, warmup_steps=1, clip_norm=clip_norm, objective="diagnosis")
     result = train(tiny(), SyntheticBatches(batch_size=4), cfg)
     if clip_norm is None:
         assert after == [] and result.grad_norms == []
@@ -88,7 +88,7 @@ def crash_at(source: SyntheticBatches, step: int):
     return batch_at
 
 
-@pytest.mark.parametrize("objective", ["pretrain", "supervised"])
+@pytest.mark.parametrize("objective", ["pretrain", "diagnosis"])
 def test_resume_reproduces_the_uninterrupted_run(tmp_path: Path, objective: str):
     # pretrain draws random numbers (modality dropout, masked modality): the RNG states must come back too
     cfg = TrainConfig(steps=8, lr=2e-3, warmup_steps=2, checkpoint_every=4, objective=objective)
@@ -109,7 +109,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path: Path, objective: str)
 
 
 def test_resume_with_an_iterable_source_skips_consumed_batches(tmp_path: Path):
-    cfg = TrainConfig(steps=6, warmup_steps=1, checkpoint_every=3, objective="supervised")
+    cfg = TrainConfig(steps=6, warmup_steps=1, checkpoint_every=3, objective="diagnosis")
     data = [SyntheticBatches(batch_size=4, seed=5)(s) for s in range(6)]
     straight = train(tiny(), data, cfg)
     train(tiny(), data[:3], cfg, checkpoint_dir=tmp_path)  # the source ran dry after three steps
@@ -118,5 +118,5 @@ def test_resume_with_an_iterable_source_skips_consumed_batches(tmp_path: Path):
 
 
 def test_resume_without_a_checkpoint_starts_fresh(tmp_path: Path):
-    cfg = TrainConfig(steps=2, warmup_steps=1, objective="supervised")
+    cfg = TrainConfig(steps=2, warmup_steps=1, objective="diagnosis")
     assert train(tiny(), SyntheticBatches(batch_size=2), cfg, checkpoint_dir=tmp_path, resume=True).step == 2
