@@ -190,6 +190,20 @@ def _render_demo(r: dict) -> None:
     if r["pseudonym_key"]["created"]:
         con.print(f"created a demo pseudonym key at {r['pseudonym_key']['path']} (mode 0600); set "
                   "MMFM_PSEUDONYM_KEY for real extracts")
+    ev = r.get("evaluation")
+    if ev:
+        table = Table(title=f"held-out test split ({ev['test_patients']} patients), 95% bootstrap CI")
+        for col in ("model", "metric", "value", "CI"):
+            table.add_column(col)
+        for task_name, m in ev["tasks"].items():
+            table.add_row(f"fine-tuned: {task_name}", m["metric"], f"{m['value']}", f"{m['ci_low']}-{m['ci_high']}")
+        if "late_fusion_auroc" in ev:
+            table.add_row("late fusion baseline", "auroc_macro", f"{ev['late_fusion_auroc']}", "")
+        for m, v in ev.get("single_modality_auroc", {}).items():
+            table.add_row(f"single modality: {m}", "auroc_macro", f"{v}", "(its patients)")
+        if "bayes_auroc_same_patients" in ev:
+            table.add_row("Bayes (generator posterior)", "auroc_macro", f"{ev['bayes_auroc_same_patients']}", "")
+        con.print(table)
     con.print(f"stages run: {', '.join(r['stages'])} in {r['seconds']} s")
     for label, path in r["where"].items():
         con.print(f"  {label}: {path}")
@@ -428,6 +442,9 @@ def audit_verify(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, 
                                                                           markup=False))
     if not report.ok:
         raise typer.Exit(1)
+
+
+from flows import cli_models  # noqa: E402,F401 - registers the model commands on `app`
 
 
 def main() -> None:  # pragma: no cover - console-script shim

@@ -31,6 +31,26 @@ def _cohort_is_current(cohort: Path, cfg: SynthConfig) -> bool:
     return saved.exists() and json.loads(saved.read_text()).get("config") == json.loads(json.dumps(asdict(cfg)))
 
 
+def _evaluation(path: Path) -> dict | None:
+    """Headline numbers of the evaluation report: per task the primary metric with its CI, and the baselines."""
+    if not path.exists():
+        return None
+    report = json.loads(path.read_text())
+    out = {"dataset_version": report.get("dataset_version"), "test_patients": report.get("test_patients"),
+           "tasks": {t: {"metric": r["primary_metric"], **r["metrics"][r["primary_metric"]]}
+                     for t, r in report.get("tasks", {}).items()}}
+    base = report.get("baselines") or {}
+    if "late_fusion" in base:
+        out["late_fusion_auroc"] = base["late_fusion"]["metrics"]["auroc_macro"]["value"]
+    if isinstance(base.get("bayes"), dict) and "metrics" in base["bayes"]:
+        out["bayes_auroc_same_patients"] = base["bayes"]["metrics"]["auroc_macro"]["value"]
+    single = {m: r["single"]["auroc_macro"]["value"] for m, r in base.get("single_modality", {}).items()
+              if "single" in r}
+    if single:
+        out["single_modality_auroc"] = single
+    return out
+
+
 def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | None = None,
              say: Callable[[str], None] = lambda _: None) -> dict:
     t0 = time.perf_counter()
@@ -50,19 +70,24 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
         shutil.rmtree(cohort, ignore_errors=True)
         generate(cohort, cfg, progress=progress)
         stages.append("synth")
-    from flows.pipeline import STAGE_NAMES, pipeline
+    from flows.pipeline import DATA_STAGES, MODEL_STAGES, pipeline
     from flows.version import version
 
-    ran = pipeline(workspace=ws.root)
+    ran = pipeline(workspace=ws.root, stages=list(DATA_STAGES))
     ingest = ran["stages"].get("ingest") or {"received": 0, "ingested": 0, "quarantined": 0,
                                               "quarantine_reasons": {}}
-    say(f"pipeline ran: {', '.join(ran['ran']) or 'nothing'}; up to date: {', '.join(ran['skipped']) or 'none'}")
-    stages += [name if name in ran["ran"] else f"{name} (up to date)" for name in STAGE_NAMES]
+    say(f"data stages ran: {', '.join(ran['ran']) or 'nothing'}; up to date: {', '.join(ran['skipped']) or 'none'}")
+    stages += [name if name in ran["ran"] else f"{name} (up to date)" for name in DATA_STAGES]
     validated = ran["stages"].get("validate")
     published = version(workspace=ws.root) if ran["ran"] else None
     if published:
         stages.append("version")
         say(f"dataset version {published['dataset_version']} published to the DVC remote")
+    trained = pipeline(workspace=ws.root, stages=list(MODEL_STAGES))
+    say(f"model stages ran: {', '.join(trained['ran']) or 'nothing'}; "
+        f"up to date: {', '.join(trained['skipped']) or 'none'}")
+    stages += [name if name in trained["ran"] else f"{name} (up to date)" for name in MODEL_STAGES]
+    evaluation = _evaluation(ws.models / "evaluation" / "evaluation.json")
     return {
         "workspace": str(ws.root),
         "stages": stages,
@@ -73,6 +98,7 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
         if validated else None,
         "dataset_version": published["dataset_version"] if published else None,
         "bayes": bayes_report(load_truth(cohort)),
+        "evaluation": evaluation,
         "where": {
             "extracts (one folder per site: dicom/, fhir/, omics/)": str(cohort),
             "ground truth (never an input)": str(cohort / "truth" / "patients.tsv"),
@@ -80,6 +106,8 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
             "quarantine records (parquet, one file per run)": str(ws.quarantine),
             "de-identification reports, validation report, GX Data Docs": str(ws.reports),
             "curated tables (DVC-versioned)": str(ws.curated),
+            "backbone, adapters, evaluation (DVC-versioned)": str(ws.models),
+            "MLflow UI": f"mlflow ui --backend-store-uri sqlite:///{ws.state / 'mlflow.db'}  (then http://127.0.0.1:5000)",
             "lineage": f"mmfm lineage data/curated -w {ws.root}; mmfm audit verify -w {ws.root}",
             "Prefect UI": f"PREFECT_HOME={ws.state / 'prefect'} prefect server start  (then http://127.0.0.1:4200)",
             "stage parameters": str(ws.params_file),

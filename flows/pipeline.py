@@ -41,8 +41,19 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("ingest", deps=("extracts",), outs=("data/staged",), persist=("data/staged",), params=("ingest",)),
     Stage("validate", deps=("data/staged",), outs=("data/curated",), params=("validate",)),
+    Stage("pretrain", deps=("data/curated",), outs=("models/backbone",), params=("pretrain",)),
+    Stage("finetune", deps=("data/curated", "models/backbone"), outs=("models/finetuned",), params=("finetune",)),
+    Stage("evaluate", deps=("data/curated", "models/backbone", "models/finetuned"), outs=("models/evaluation",),
+          params=("evaluate",)),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
+DATA_STAGES = ("ingest", "validate")  # what a dataset version covers
+MODEL_STAGES = ("pretrain", "finetune", "evaluate")  # trained on a dataset version
+
+
+def built_stages(root: Path) -> list[str]:
+    """Stages whose outputs all exist in the workspace (only those can be recorded in dvc.lock)."""
+    return [s.name for s in STAGES if all((Path(root) / o).exists() for o in s.outs)]
 
 
 def render_dvc_yaml() -> str:
@@ -75,12 +86,17 @@ def run_stage(root: Path, name: str) -> dict:
 
 
 @flow(name="pipeline")
-def pipeline(workspace: Path, force: bool = False) -> dict:
-    """Run every out-of-date stage in order; skip the current ones."""
+def pipeline(workspace: Path, force: bool = False, stages: list[str] | None = None) -> dict:
+    """Run every out-of-date stage in order (or of `stages` only, still in pipeline order); skip the current ones."""
     root, t0 = Path(workspace).resolve(), time.perf_counter()
+    unknown = sorted(set(stages or ()) - set(STAGE_NAMES))
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGE_NAMES)}")
     log = get_run_logger()
     ran, skipped, summaries = [], [], {}
     for stage in STAGES:
+        if stages is not None and stage.name not in stages:
+            continue
         if not force and stage_is_current(root, stage.name):
             skipped.append(stage.name)
             log.info("stage %s is up to date: skipped", stage.name)

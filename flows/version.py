@@ -17,12 +17,11 @@ import json
 import subprocess
 from pathlib import Path
 
-import yaml
 from prefect import flow, task
 from prefect.runtime import flow_run
 
-from flows.pipeline import STAGE_NAMES, dvc
-from tasks.workspace import Workspace, git
+from flows.pipeline import built_stages, dvc
+from tasks.workspace import Workspace, git, lock_hash
 
 VALIDATION_REPORT = "data/reports/validation.json"
 
@@ -39,14 +38,6 @@ def _validated(ws: Workspace) -> dict:
     if report.get("blocked"):
         raise PublishError(f"the last validation blocked the data: {'; '.join(report.get('messages', []))}")
     return report
-
-
-def _lock_hash(ws: Workspace, stage: str, path: str) -> str | None:
-    lock = yaml.safe_load((ws.root / "dvc.lock").read_text()) if (ws.root / "dvc.lock").exists() else {}
-    for out in (lock.get("stages", {}).get(stage, {}) or {}).get("outs", []):
-        if out.get("path") == path:
-            return out.get("md5")
-    return None
 
 
 @task(name="dvc-push", retries=3, retry_delay_seconds=[2, 5, 15])
@@ -72,11 +63,11 @@ def version(workspace: Path, message: str = "", push_retries: int = 3) -> dict:
     had_lock = bool(git(ws.root, "ls-files", "dvc.lock").strip())
     step = "dvc commit"
     try:
-        dvc(ws.root, "commit", "--force", *STAGE_NAMES)
+        dvc(ws.root, "commit", "--force", *built_stages(ws.root))
         governance = [d for d in (ws.quarantine, ws.reports) if d.exists() and any(d.iterdir())]
         if governance:  # quarantine records and reports travel with the dataset version they explain
             dvc(ws.root, "add", *(str(d.relative_to(ws.root)) for d in governance))
-        curated = _lock_hash(ws, "validate", "data/curated")
+        curated = lock_hash(ws.root, "validate", "data/curated")
         if curated is None or report.get("staged_sha256") != artifact_entry(ws.staged, ws.root)["sha256"]:
             raise PublishError("the validation report does not describe the staged data now in the workspace: "
                                "run `mmfm validate` again")
@@ -85,8 +76,9 @@ def version(workspace: Path, message: str = "", push_retries: int = 3) -> dict:
         step = "git commit"
         git(ws.root, "add", "dvc.lock", "dvc.yaml", "params.yaml", ".gitignore",
             *(str(d.relative_to(ws.root)) + ".dvc" for d in governance))
-        if (ws.root / "data" / ".gitignore").exists():  # DVC lists its outputs there
-            git(ws.root, "add", "data/.gitignore")
+        for ignore in ("data/.gitignore", "models/.gitignore"):  # DVC lists its outputs there
+            if (ws.root / ignore).exists():
+                git(ws.root, "add", ignore)
         contracts = report.get("contract_versions", {})
         text = message or f"dataset version: curated {curated[:12]}, contracts {json.dumps(contracts, sort_keys=True)}"
         git(ws.root, "commit", "-q", "--allow-empty", "-m", text)

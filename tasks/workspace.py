@@ -23,6 +23,14 @@ DEFAULT_PARAMS = {
         "imaging": {"image_size": [64, 64], "ct_shape": [16, 48, 48], "ct_spacing": [6.0, 6.0, 10.0],
                     "allow_burned_in": False},
     },
+    # the model stages (flows/pretrain.py, finetune.py, evaluate.py); a named architecture, never layer sizes
+    "pretrain": {"model": "tiny", "steps": 300, "batch_size": 32, "lr": 0.001, "weight_decay": 0.05,
+                 "warmup_steps": 20, "seed": 0, "checkpoint_every": 50, "eval_every": 50, "nproc": 1,
+                 "vocab_size": 512},
+    "finetune": {"tasks": ["diagnosis", "risk", "survival"], "label_fraction": 1.0, "steps": 300, "batch_size": 32,
+                 "lr": 0.003, "weight_decay": 0.01, "warmup_steps": 20, "seed": 0, "eval_every": 20,
+                 "lora": {"r": 8, "alpha": 16, "dropout": 0.0}},
+    "evaluate": {"n_boot": 200, "min_group": 20, "baselines": True, "baseline_steps": 300, "gradcam_patients": 4},
 }
 
 GITIGNORE = """\
@@ -70,8 +78,17 @@ class Workspace:
     def params_file(self) -> Path:
         return self.root / "params.yaml"
 
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
     def params(self) -> dict:
         return yaml.safe_load(self.params_file.read_text()) if self.params_file.exists() else dict(DEFAULT_PARAMS)
+
+    def section(self, name: str, **overrides) -> dict:
+        """One stage's parameters: the defaults, then params.yaml, then non-None overrides (CLI flags)."""
+        merged = {**DEFAULT_PARAMS.get(name, {}), **(self.params().get(name) or {})}
+        return {**merged, **{k: v for k, v in overrides.items() if v is not None}}
 
     def is_initialised(self) -> bool:
         return (self.root / ".dvc").is_dir() and (self.root / ".git").exists()
@@ -124,6 +141,16 @@ def init_workspace(root: Path, dvc_yaml: str | None = None) -> Workspace:
             fh.write(GITIGNORE)
     git(ws.root, "add", ".gitignore", "params.yaml", ".dvc/config", ".dvcignore",
          *(["dvc.yaml"] if (ws.root / "dvc.yaml").exists() else []))
-    if git(ws.root, "status", "--porcelain", "--untracked-files=no").strip():
+    if git(ws.root, "diff", "--cached", "--name-only").strip():  # only what init staged, not other edits
         git(ws.root, "commit", "-q", "-m", "mmfm init: workspace layout, params and DVC remote")
     return ws
+
+
+def lock_hash(root: Path, stage: str, path: str) -> str | None:
+    """The md5 dvc.lock records for output `path` of `stage` (None before the stage was committed)."""
+    lock_file = Path(root) / "dvc.lock"
+    lock = yaml.safe_load(lock_file.read_text()) if lock_file.exists() else {}
+    for out in ((lock or {}).get("stages", {}).get(stage, {}) or {}).get("outs", []):
+        if out.get("path") == path:
+            return out.get("md5")
+    return None

@@ -57,13 +57,26 @@ def test_help_lists_commands():
         assert name in out.stdout
 
 
+def quick_workspace(root: Path) -> Path:
+    """`mmfm init` + a params.yaml with a few training steps: what a user does to try the demo in seconds."""
+    assert runner.invoke(app, ["init", str(root)]).exit_code == 0
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["pretrain"].update(steps=4, eval_every=2, checkpoint_every=2, batch_size=8)
+    params["finetune"].update(steps=4, eval_every=2, batch_size=8)
+    params["evaluate"].update(n_boot=20, baseline_steps=3, min_group=2, gradcam_patients=1)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root
+
+
 def test_demo_runs_and_reports_limits(tmp_path, prefect_api, monkeypatch):
     monkeypatch.setenv("MMFM_PSEUDONYM_KEY", "")  # recorded, so the demo's own key is unset again afterwards
     monkeypatch.delenv("MMFM_PSEUDONYM_KEY")
-    res = runner.invoke(app, ["demo", "--patients", "20", "--workspace", str(tmp_path / "demo"), "--json"])
+    ws = quick_workspace(tmp_path / "demo")
+    res = runner.invoke(app, ["demo", "--patients", "20", "--workspace", str(ws), "--json"])
     assert res.exit_code == 0, res.output
     out = _last_json(res.stdout)
-    assert out["stages"] == ["synth", "ingest", "validate", "version"]
+    assert out["stages"] == ["synth", "ingest", "validate", "version", "pretrain", "finetune", "evaluate"]
+    assert set(out["evaluation"]["tasks"]) == {"diagnosis", "risk", "survival"}
     assert out["dataset_version"]
     assert out["pseudonym_key"]["created"] is True
     assert oct(Path(out["pseudonym_key"]["path"]).stat().st_mode & 0o777) == "0o600"
@@ -71,9 +84,9 @@ def test_demo_runs_and_reports_limits(tmp_path, prefect_api, monkeypatch):
     assert ing["received"] == ing["ingested"] + ing["quarantined"] > 0
     assert 0.5 < out["bayes"]["bayes_auroc"] <= 1.0
     assert Path(out["cohort"], "truth", "patients.tsv").exists()
-    again = _last_json(runner.invoke(app, ["demo", "--patients", "20", "--workspace", str(tmp_path / "demo"),
-                                           "--json"]).stdout)
-    assert again["stages"] == ["synth (reused: same parameters)", "ingest (up to date)", "validate (up to date)"]
+    again = _last_json(runner.invoke(app, ["demo", "--patients", "20", "--workspace", str(ws), "--json"]).stdout)
+    assert again["stages"] == ["synth (reused: same parameters)", "ingest (up to date)", "validate (up to date)",
+                               "pretrain (up to date)", "finetune (up to date)", "evaluate (up to date)"]
 
 
 def test_lineage_and_audit_verify_on_the_demo_workspace(tmp_path, prefect_api, monkeypatch):
@@ -81,7 +94,7 @@ def test_lineage_and_audit_verify_on_the_demo_workspace(tmp_path, prefect_api, m
 
     monkeypatch.setenv("MMFM_PSEUDONYM_KEY", "")
     monkeypatch.delenv("MMFM_PSEUDONYM_KEY")
-    ws = tmp_path / "demo"
+    ws = quick_workspace(tmp_path / "demo")
     demo = runner.invoke(app, ["demo", "--patients", "12", "--workspace", str(ws), "--json"])
     assert demo.exit_code == 0
     graph = _last_json(runner.invoke(app, ["lineage", "data/curated", "-w", str(ws), "--json"]).stdout)

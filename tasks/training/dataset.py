@@ -100,6 +100,8 @@ def _ts(value: str | None) -> datetime | None:
     if value is None:
         return None
     text = str(value).replace("Z", "+00:00")
+    if len(text) in (4, 7):  # FHIR partial dates: a year (ages over 89 are generalised to it) or a year-month
+        text = text + "-01-01"[: 10 - len(text)]
     out = datetime.fromisoformat(text if "T" in text else f"{text}T00:00:00+00:00")
     return out if out.tzinfo else out.replace(tzinfo=UTC)  # curated times are UTC
 

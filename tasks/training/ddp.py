@@ -22,6 +22,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from models.factory import create_model
+from models.model import ModelConfig, MultimodalModel
+from tasks.training.data import EpochBatches, SplitData
 from tasks.training.loop import OBJECTIVES, Batch, Hooks, TrainConfig, train
 from tasks.training.synthetic_batches import SyntheticBatches
 
@@ -67,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--objective", choices=OBJECTIVES, default="diagnosis")
     p.add_argument("--modality-dropout", type=float, default=None, help="override the model config's")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--data", type=Path, help="tensors of a curated split (tasks.training.ddp.save_split); "
+                   "default: synthetic batches")
+    p.add_argument("--model-config", type=Path, help="a ModelConfig JSON (overrides --model)")
     return p.parse_args(argv)
 
 
@@ -76,10 +81,13 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
                        checkpoint_every=args.checkpoint_every, objective=args.objective)
 
 
-def build_model(name: str, seed: int, modality_dropout: float | None) -> torch.nn.Module:
+def build_model(name: str, seed: int, modality_dropout: float | None, config: Path | None = None) -> torch.nn.Module:
     """The same initial weights on every rank (DDP would broadcast rank 0's anyway; this keeps ranks honest)."""
     torch.manual_seed(seed)
-    model = create_model(name)
+    if config is not None:
+        model = MultimodalModel(ModelConfig.from_dict(json.loads(config.read_text())))
+    else:
+        model = create_model(name)
     if modality_dropout is not None:
         model.config.modality_dropout = modality_dropout
     return model
@@ -95,8 +103,11 @@ def main(argv: list[str] | None = None) -> None:
         torch.cuda.set_device(device)
     try:
         cfg = config_from(args)
-        model = build_model(args.model, args.seed, args.modality_dropout).to(device)
-        data = SyntheticBatches(batch_size=cfg.batch_size, seed=cfg.seed)
+        model = build_model(args.model, args.seed, args.modality_dropout, args.model_config).to(device)
+        if args.data is not None:
+            data = EpochBatches(SplitData(torch.load(args.data, weights_only=True)), cfg.batch_size, cfg.seed)
+        else:
+            data = SyntheticBatches(batch_size=cfg.batch_size, seed=cfg.seed)
         result = train(model, data, cfg, checkpoint_dir=args.out / "checkpoints", resume=args.resume,
                        hooks=ddp_hooks(rank, world, device))
         if rank == 0:
@@ -107,6 +118,13 @@ def main(argv: list[str] | None = None) -> None:
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def save_split(data: SplitData, path: Path) -> Path:
+    """A split's tensors for the ranks (torch.load(weights_only=True) reads them back; metadata stays behind)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.contiguous() for k, v in data.tensors.items()}, path)
+    return path
 
 
 def launch_torchrun(nproc: int, args: list[str], timeout: float) -> subprocess.CompletedProcess:

@@ -61,6 +61,7 @@ class Hooks:
     shard: Callable[[Batch], Batch] = lambda b: b  # global batch -> this rank's part
     reduce_loss: Callable[[torch.Tensor], torch.Tensor] = lambda x: x  # local mean -> global mean
     is_main: bool = True  # saves checkpoints
+    after_step: Callable[[int, nn.Module], None] | None = None  # (steps done, model): e.g. validation, early stopping
 
 
 OBJECTIVES = ("pretrain", "diagnosis", "risk", "survival")
@@ -219,6 +220,8 @@ def train(model: nn.Module, batches: BatchSource, cfg: TrainConfig, checkpoint_d
         sched.step()
         losses.append(float(hooks.reduce_loss(loss.detach().float())))
         done = step + 1
+        if hooks.after_step is not None:
+            hooks.after_step(done, model)
         if checkpoint_dir is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and hooks.is_main:
             save_checkpoint(checkpoint_dir, {
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),

@@ -1,0 +1,282 @@
+"""`mmfm register`, `mmfm promote`, `mmfm rollback`: the model registry with a promotion gate (MLflow).
+
+Open-source MLflow has neither approvals nor immutable versions, so mmfm adds both. `register` logs the workspace's
+backbone + adapters as one pyfunc (model card, evaluation and plots beside it), registers a version, stores the
+facts the gate needs and the sha256 of every artifact as version tags, and gives it the alias `challenger`.
+`promote` gathers the candidate's facts (re-hashing and PHI-scanning its artifacts as downloaded from the
+registry), judges them with tasks.registry.gate, and records the approval or the refusal (with every reason) in
+the version's tags and in the lineage ledger; only an approval moves the alias. `rollback` gives the alias back to
+the version that held it before. `load_verified` is the only way mmfm loads a registered model: a tampered
+artifact refuses to load.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from flows.pretrain import EXPERIMENT
+from tasks.workspace import Workspace
+
+DEFAULT_NAME = "mmfm-multimodal"
+PIP = ["torch==2.13.0", "transformers==5.24.0", "peft==0.21.2", "monai==1.6.1", "mlflow==3.17.2", "pandas==2.3.3",
+       "numpy==2.4.6", "polars==2.1.0", "safetensors", "tokenizers"]
+T = "mmfm."
+
+
+class PromotionRefused(RuntimeError):
+    """The gate said no; the message lists every reason."""
+
+
+def _card(ws: Workspace, evaluation: dict, meta: dict, name: str) -> dict:
+    diag = evaluation["tasks"].get("diagnosis", {})
+    base = evaluation.get("baselines") or {}
+    return {
+        "name": name, "version": "(assigned at registration)",
+        "intended_use": "Research decision support for adults presenting with chest symptoms: differential "
+                        "diagnosis (none / pneumonia / heart failure / pulmonary embolism), one-year mortality risk "
+                        "and survival ranking from whatever of CT, radiograph, labs, notes and omics a patient has.",
+        "out_of_scope": "Autonomous diagnosis; patients under 18; sites, scanners or populations unlike the "
+                        "training data without monitoring (mmfm monitor).",
+        "dataset_version": evaluation["dataset_version"], "contract_versions": evaluation.get("contract_versions"),
+        "code_version": meta.get("code_version"),
+        "training_data": {k: v for k, v in (meta.get("training_data") or {}).items() if isinstance(v, dict)},
+        "metrics": diag.get("metrics"),
+        "missing_modality": diag.get("without_modality"),
+        "subgroups": diag.get("subgroups"),
+        "baselines": {"late_fusion": (base.get("late_fusion") or {}).get("metrics"),
+                      "single_modality": {m: r.get("single") for m, r in (base.get("single_modality") or {}).items()},
+                      "bayes": (base.get("bayes") or {}).get("metrics")},
+        "limitations": ["Trained and evaluated on the dataset version above only; subgroup estimates on small "
+                        "groups have wide intervals.",
+                        "Attention shares describe what the fusion read, not causal importance.",
+                        "Synthetic cohorts (mmfm synth) carry no clinical validity."],
+        "lineage": {"evaluation_run_id": evaluation.get("mlflow_run_id"),
+                    "pretrain_run_id": meta.get("mlflow_run_id")},
+        "plots": diag.get("files", []),
+    }
+
+
+def _stage_artifacts(ws: Workspace, staging: Path, name: str) -> dict:
+    """bundle/ (backbone + adapters), evaluation/ and card/ in one folder: what the registry will hold."""
+    from tasks.registry.model_card import render_model_card
+    from tasks.training.bundle import read_meta
+
+    evaluation = json.loads((ws.models / "evaluation" / "evaluation.json").read_text())
+    shutil.copytree(ws.models / "backbone", staging / "bundle" / "backbone")
+    shutil.copytree(ws.models / "finetuned", staging / "bundle" / "finetuned")
+    shutil.copytree(ws.models / "evaluation", staging / "evaluation")
+    markdown, html = render_model_card(_card(ws, evaluation, read_meta(ws.models / "backbone"), name))
+    (staging / "card").mkdir()
+    (staging / "card" / "model_card.md").write_text(markdown)
+    (staging / "card" / "model_card.html").write_text(html)
+    return evaluation
+
+
+def _contracts_passed(ws: Workspace) -> bool:
+    report = ws.reports / "validation.json"
+    if not report.exists():
+        return False
+    data = json.loads(report.read_text())
+    return data.get("blocked") is False  # a blocked validation publishes nothing; no report = unknown
+
+
+def download_verified(uri: str, dst: Path) -> Path:
+    """Download a registered version's artifacts and check every file against its sha256 tags."""
+    import mlflow
+
+    from tasks.registry.integrity import manifest_from_tags, verify_tree
+
+    client = mlflow.MlflowClient()
+    name, version = _parse(uri, client)
+    tags = client.get_model_version(name, version).tags
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dst)))
+    verify_tree(local, manifest_from_tags(tags))
+    return local
+
+
+def load_verified(uri: str, scratch: Path):
+    """The pyfunc of `models:/NAME@alias` or NAME/VERSION, after its artifacts passed the hash check."""
+    import mlflow
+
+    return mlflow.pyfunc.load_model(str(download_verified(uri, scratch)))
+
+
+def _parse(ref: str, client) -> tuple[str, str]:
+    """NAME/VERSION, NAME@alias or models:/... -> (name, version)."""
+    ref = ref.removeprefix("models:/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return name, client.get_model_version_by_alias(name, alias).version
+    if "/" in ref:
+        name, version = ref.rsplit("/", 1)
+        return name, version
+    raise ValueError(f"{ref!r}: name a model version as NAME/VERSION or NAME@alias")
+
+
+@flow(name="register")
+def register_flow(workspace: Path, name: str = DEFAULT_NAME, alias: str = "challenger") -> dict:
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from tasks import tracking
+    from tasks.lineage import record
+    from tasks.registry.integrity import hash_tree, manifest_tags
+    from tasks.registry.phi_scan import scan_artifacts
+    from tasks.registry.pyfunc import MultimodalPyfunc, load_bundle, score
+    from tasks.registry.records import records_from_split
+    from tasks.training.bundle import load_backbone
+    from tasks.training.data import load_split
+
+    ws = Workspace(Path(workspace).resolve())
+    facts = tracking.dataset_facts(ws.root)
+    if not (ws.models / "evaluation" / "evaluation.json").exists():
+        raise FileNotFoundError("no evaluation report: run `mmfm evaluate` before registering")
+    tracking.configure(ws.root)
+    client = mlflow.MlflowClient()
+    with tempfile.TemporaryDirectory(dir=ws.state) as tmp:
+        staging = Path(tmp) / "model"
+        evaluation = _stage_artifacts(ws, staging, name)
+        findings = scan_artifacts(staging)
+        _, tokenizer, bmeta = load_backbone(ws.models / "backbone")
+        example = records_from_split(load_split(ws.curated, "test", tokenizer).take(range(2)))
+        output = score(load_bundle(staging / "bundle"), example)
+        tags = {**tracking.run_tags(ws.root, "register", facts),
+                f"{T}evaluation_run_id": str(evaluation.get("mlflow_run_id"))}
+        with mlflow.start_run(experiment_id=tracking.experiment_id(ws.root, EXPERIMENT), run_name="register",
+                              tags=tags) as run:
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=MultimodalPyfunc(),
+                artifacts={"bundle": str(staging / "bundle"), "evaluation": str(staging / "evaluation"),
+                           "card": str(staging / "card")},
+                signature=infer_signature(example, output), input_example=example, pip_requirements=PIP)
+            mlflow.log_artifact(str(staging / "card" / "model_card.html"), artifact_path="card")
+        mv = mlflow.register_model(info.model_uri, name, tags=tags)
+        hashes = hash_tree(Path(mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(Path(tmp) / "registered"))))
+    diag = evaluation["tasks"]["diagnosis"]
+    from tasks.evaluation.assess import subgroup_primary
+
+    version_tags = {
+        f"{T}evaluated_split": evaluation["split"], f"{T}evaluated_dataset_version": evaluation["dataset_version"],
+        f"{T}trained_dataset_version": str(bmeta.get("dataset_version")),
+        f"{T}contracts_passed": str(_contracts_passed(ws)).lower(),
+        f"{T}metrics": json.dumps({k: v["value"] for k, v in diag["metrics"].items()}),
+        f"{T}primary": json.dumps({t: r["metrics"][r["primary_metric"]]["value"]
+                                   for t, r in evaluation["tasks"].items()}),
+        f"{T}subgroups": json.dumps(subgroup_primary(diag)), f"{T}phi_findings": str(len(findings)),
+        **manifest_tags(hashes)}
+    for key, value in version_tags.items():
+        client.set_model_version_tag(name, mv.version, key, value)
+    event = record(ws, "register", f"{name}/{mv.version}", inputs=[ws.models / "backbone", ws.models / "finetuned",
+                                                                   ws.models / "evaluation"],
+                   params={"name": name, "alias": alias},
+                   facts={"model_version": f"{name}/{mv.version}", "mlflow_run_id": run.info.run_id,
+                          "dataset_version": facts["dataset_version"], "artifacts": len(hashes),
+                          "artifact_manifest_sha256": version_tags[f"{T}sha256.manifest"]})
+    client.set_model_version_tag(name, mv.version, f"{T}lineage_event", event.event_id)
+    client.set_registered_model_alias(name, alias, mv.version)
+    get_run_logger().info("registered %s version %s as %s", name, mv.version, alias)
+    return {"name": name, "version": mv.version, "alias": alias, "model_uri": f"models:/{name}/{mv.version}",
+            "dataset_version": facts["dataset_version"], "artifacts": len(hashes), "phi_findings": len(findings),
+            "mlflow_run_id": run.info.run_id, "lineage_event": event.event_id}
+
+
+def candidate_from(client, name: str, version: str, scratch: Path):
+    """The gate's facts about one version: its tags, plus a fresh hash check and PHI scan of its artifacts."""
+    from tasks.registry.gate import Candidate
+    from tasks.registry.integrity import IntegrityError
+    from tasks.registry.phi_scan import scan_artifacts
+
+    tags = client.get_model_version(name, version).tags
+    try:
+        local = download_verified(f"{name}/{version}", scratch / f"v{version}")
+        integrity, findings = True, scan_artifacts(local)
+    except IntegrityError:
+        integrity, findings = False, []
+    contracts = tags.get(f"{T}contracts_passed")
+    return Candidate(name=name, version=str(version), metrics=json.loads(tags.get(f"{T}metrics", "{}")),
+                     evaluated_split=tags.get(f"{T}evaluated_split"),
+                     evaluated_dataset_version=tags.get(f"{T}evaluated_dataset_version"),
+                     trained_dataset_version=tags.get(f"{T}trained_dataset_version"),
+                     subgroup_metrics=json.loads(tags.get(f"{T}subgroups", "{}")),
+                     contracts_passed=None if contracts is None else contracts == "true",
+                     phi_findings=findings, artifact_integrity_ok=integrity)
+
+
+def _history(client, name: str, alias: str) -> list[str]:
+    tag = client.get_registered_model(name).tags.get(f"{T}alias_history.{alias}")
+    return json.loads(tag) if tag else []
+
+
+@flow(name="promote")
+def promote_flow(workspace: Path, model: str, alias: str, approver: str, reason: str) -> dict:
+    import mlflow
+
+    from tasks import tracking
+    from tasks.lineage import record
+    from tasks.registry.gate import GatePolicy, evaluate_gate
+
+    ws = Workspace(Path(workspace).resolve())
+    tracking.configure(ws.root)
+    client = mlflow.MlflowClient()
+    name, version = _parse(model, client)
+    with tempfile.TemporaryDirectory(dir=ws.state) as tmp:
+        candidate = candidate_from(client, name, version, Path(tmp))
+        champion = None
+        try:
+            current = client.get_model_version_by_alias(name, alias).version
+        except mlflow.exceptions.MlflowException:
+            current = None
+        if current is not None and str(current) != str(version):
+            champion = candidate_from(client, name, current, Path(tmp))
+    decision = evaluate_gate(candidate, champion, GatePolicy.from_params(ws.params()))
+    now = datetime.now(UTC)
+    at, stamp = now.isoformat(timespec="seconds"), now.strftime("%Y%m%dT%H%M%SZ")  # tag keys take no '+'
+    verdict = {"decision": "approved" if decision.approved else "refused", "alias": alias, "approver": approver,
+               "reason": reason, "at": at, "reasons": decision.reasons,
+               "champion_before": None if current is None else str(current)}
+    client.set_model_version_tag(name, version, f"{T}{verdict['decision']}.{alias}.{stamp}", json.dumps(verdict))
+    event = record(ws, "promote", f"{name}/{version}/{alias}/{at}", params={"alias": alias, "approver": approver},
+                   facts={"model_version": f"{name}/{version}", **verdict,
+                          "checks": [{k: c[k] for k in ("rule", "passed")} for c in decision.checks]})
+    if not decision.approved:
+        raise PromotionRefused(f"{name}/{version} not promoted to {alias}: " + " | ".join(decision.reasons))
+    history = _history(client, name, alias)
+    client.set_registered_model_alias(name, alias, version)
+    client.set_registered_model_tag(name, f"{T}alias_history.{alias}", json.dumps([*history, str(version)]))
+    get_run_logger().info("%s/%s is now %s (approved by %s)", name, version, alias, approver)
+    return {"name": name, "version": str(version), "alias": alias, **verdict, "checks": decision.checks,
+            "lineage_event": event.event_id}
+
+
+@flow(name="rollback")
+def rollback_flow(workspace: Path, name: str, alias: str, approver: str, reason: str) -> dict:
+    """Give `alias` back to the version that held it before the current one (one command, recorded)."""
+    import mlflow
+
+    from tasks import tracking
+    from tasks.lineage import record
+
+    ws = Workspace(Path(workspace).resolve())
+    tracking.configure(ws.root)
+    client = mlflow.MlflowClient()
+    history = _history(client, name, alias)
+    if len(history) < 2:
+        raise PromotionRefused(f"{name}@{alias} has no earlier version to roll back to (history: {history})")
+    current, previous = history[-1], history[-2]
+    client.set_registered_model_alias(name, alias, previous)
+    client.set_registered_model_tag(name, f"{T}alias_history.{alias}", json.dumps(history[:-1]))
+    now = datetime.now(UTC)
+    at, stamp = now.isoformat(timespec="seconds"), now.strftime("%Y%m%dT%H%M%SZ")
+    verdict = {"decision": "rolled_back", "alias": alias, "approver": approver, "reason": reason, "at": at,
+               "from_version": current, "to_version": previous}
+    client.set_model_version_tag(name, previous, f"{T}rolled_back.{alias}.{stamp}", json.dumps(verdict))
+    event = record(ws, "rollback", f"{name}/{alias}/{at}", params={"alias": alias, "approver": approver},
+                   facts={"model_version": f"{name}/{previous}", **verdict})
+    return {"name": name, **verdict, "lineage_event": event.event_id}

@@ -1,0 +1,1 @@
+"""Evaluation: metrics with bootstrap CIs and subgroup breakdowns, plots, and explanations."""

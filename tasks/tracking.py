@@ -1,0 +1,102 @@
+"""MLflow wiring shared by the training, evaluation and registry flows: where the tracking store is, which dataset
+version a run trained on, and the tags every run carries so a model can be traced back to its data and code.
+
+Embedded default: SQLite under <workspace>/.mmfm/mlflow.db with artifacts in .mmfm/mlartifacts; MLFLOW_TRACKING_URI
+(an `mlflow server`, with MLFLOW_TRACKING_USERNAME/PASSWORD when it has basic-auth) replaces both.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tasks.settings import get_settings
+from tasks.workspace import lock_hash
+
+TAG = "mmfm."  # our tag namespace
+_SET_HERE: set[str] = set()  # URIs configure() chose: mlflow.set_tracking_uri exports them to the environment
+
+
+def configure(root: Path) -> str:
+    """Point MLflow at the workspace's tracking store; returns the URI.
+
+    mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI into os.environ; a value we put there ourselves must not
+    be mistaken for the user's choice when the next workspace in this process is configured."""
+    import mlflow
+
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        if os.environ.get(var) in _SET_HERE:
+            del os.environ[var]
+    settings = get_settings(Path(root))
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = settings.tracking_uri
+    if not settings.mlflow_tracking_uri:
+        _SET_HERE.add(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    if uri.startswith("sqlite:"):
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def experiment_id(root: Path, name: str) -> str:
+    """The experiment's id, created with the workspace's artifact location on the embedded store."""
+    import mlflow
+
+    settings = get_settings(Path(root))
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = settings.artifact_location if settings.tracking_uri.startswith("sqlite:") else None
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def dataset_facts(root: Path) -> dict:
+    """The curated data a run uses: dvc.lock's md5 of data/curated and, when `mmfm version` published exactly that
+    content, its dataset version; otherwise the version reads `unversioned-<md5>` (trained on unpublished data)."""
+    from tasks.lineage import Ledger
+
+    root = Path(root)
+    curated = lock_hash(root, "validate", "data/curated")
+    if curated is None:
+        raise RuntimeError(f"{root}: data/curated is not recorded in dvc.lock: run the validate stage first")
+    version, contracts = f"unversioned-{curated[:12]}", {}
+    for event in reversed(Ledger.of_workspace(root).events()):
+        if event.stage == "version" and event.facts.get("curated_md5") == curated:
+            version, contracts = event.facts["dataset_version"], event.facts.get("contract_versions", {})
+            break
+    if not contracts:
+        report = root / "data" / "reports" / "validation.json"
+        if report.exists():
+            import json
+
+            contracts = json.loads(report.read_text()).get("contract_versions", {})
+    return {"curated_md5": curated, "dataset_version": version, "contract_versions": contracts}
+
+
+def run_tags(root: Path, stage: str, facts: dict | None = None) -> dict[str, str]:
+    """Tags of every training/evaluation run: stage, dataset version and hash, contract versions, code version."""
+    import json
+
+    from tasks.lineage import code_version
+
+    facts = facts or dataset_facts(root)
+    return {f"{TAG}stage": stage, f"{TAG}dataset_version": facts["dataset_version"],
+            f"{TAG}curated_md5": facts["curated_md5"],
+            f"{TAG}contract_versions": json.dumps(facts.get("contract_versions", {}), sort_keys=True),
+            f"{TAG}code_version": code_version()}
+
+
+def log_curve(values: list[float] | dict[int, float], key: str) -> None:
+    """A loss curve as one MLflow metric with a step per point (list index + 1, or the dict's steps), in one call."""
+    import time
+
+    import mlflow
+    from mlflow.entities import Metric
+
+    points = values.items() if isinstance(values, dict) else enumerate(values, start=1)
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, float(v), now, int(step)) for step, v in points]
+    run = mlflow.active_run()
+    for start in range(0, len(metrics), 1000):  # the tracking API takes at most 1000 metrics per batch
+        mlflow.MlflowClient().log_batch(run.info.run_id, metrics=metrics[start:start + 1000])

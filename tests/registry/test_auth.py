@@ -1,0 +1,96 @@
+"""The registry's write protection is MLflow's basic-auth app: these tests pin what it does and does not refuse.
+
+Finding (MLflow 3.17.2, workspaces off): `default_permission = READ` does NOT stop an authenticated user from
+creating a registered model (creation only checks "not denied"; the creator gets MANAGE on the new model). It does
+stop them from setting an alias on a model they do not manage, which is the promote operation. Blocking creation
+needs an explicit DENY grant on registered_model "*" (which also hides reads) or workspaces mode.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.registry.mlflow_server import mlflow_server
+
+pytest.importorskip("flask_wtf", reason="the basic-auth app needs mlflow[auth] (Flask-WTF)")
+pytestmark = pytest.mark.slow  # the server takes ~6-20 s to start on a shared 2-core machine
+
+API = "/api/2.0/mlflow"
+READER = ("reader", "reader-password-123")
+GOVERNED = "mmfm-governed"
+GRANT_USER_PERMISSION = "/api/3.0/mlflow/users/permissions/grant"  # mlflow.server.auth.routes (import costs ~5 s)
+
+
+def call(url: str, path: str, body: dict, auth: tuple[str, str] | None = None, method: str = "POST"):
+    """(HTTP status, parsed body or text) of one REST call."""
+    full = path if path.startswith("/api/") else f"{API}{path}"
+    request = urllib.request.Request(f"{url}{full}", data=json.dumps(body).encode(), method=method,
+                                     headers={"Content-Type": "application/json"})
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-auth"), auth=True) as srv:
+        admin = (srv.admin_username, srv.admin_password)
+        for user in (READER, ("reader2", "reader2-password-123")):
+            assert call(srv.url, "/users/create", {"username": user[0], "password": user[1]}, admin)[0] == 200
+        assert call(srv.url, "/registered-models/create", {"name": GOVERNED}, admin)[0] == 200
+        yield srv
+
+
+def test_anonymous_request_is_401(server):
+    status, _ = call(server.url, "/registered-models/create", {"name": "anon-model"})
+    assert status == 401
+
+
+def test_reader_can_read_but_not_promote(server):
+    status, body = call(server.url, f"/registered-models/get?name={GOVERNED}", {}, READER, method="GET")
+    assert status == 200 and body["registered_model"]["name"] == GOVERNED
+    status, _ = call(server.url, "/registered-models/alias", {"name": GOVERNED, "alias": "champion", "version": "1"},
+                     READER)
+    assert status == 403
+
+
+def test_reader_create_is_allowed_by_default_and_refused_after_deny(server):
+    reader2 = ("reader2", "reader2-password-123")
+    assert call(server.url, "/registered-models/create", {"name": "reader2-own"}, reader2)[0] == 200
+    admin = (server.admin_username, server.admin_password)
+    grant = {"username": "reader2", "resource_type": "registered_model", "resource_id": "*", "permission": "DENY"}
+    assert call(server.url, GRANT_USER_PERMISSION, grant, admin)[0] == 200
+    assert call(server.url, "/registered-models/create", {"name": "reader2-second"}, reader2)[0] == 403
+
+
+def test_admin_through_env_vars_registers_tags_and_promotes(server, monkeypatch, tmp_path):
+    from mlflow import MlflowClient
+
+    from tasks.registry.integrity import hash_tree, manifest_from_tags, manifest_tags
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", server.admin_username)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", server.admin_password)
+    client = MlflowClient(tracking_uri=server.url, registry_uri=server.url)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "weights.bin").write_bytes(b"\x00\x01" * 100)
+    run = client.create_run("0")
+    client.log_artifacts(run.info.run_id, str(model_dir), "model")
+    client.create_registered_model("mmfm-env")
+    version = client.create_model_version("mmfm-env", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    hashes = hash_tree(model_dir)
+    for key, value in manifest_tags(hashes).items():
+        client.set_model_version_tag("mmfm-env", version.version, key, value)
+    client.set_registered_model_alias("mmfm-env", "champion", version.version)
+    champion = client.get_model_version_by_alias("mmfm-env", "champion")
+    assert champion.version == version.version
+    assert manifest_from_tags(champion.tags) == hashes
