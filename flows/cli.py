@@ -444,7 +444,7 @@ def audit_verify(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, 
         raise typer.Exit(1)
 
 
-from flows import cli_models  # noqa: E402,F401 - registers the model commands on `app`
+from flows import cli_models, cli_registry  # noqa: E402,F401 - register the model and registry commands on `app`
 
 
 def main() -> None:  # pragma: no cover - console-script shim

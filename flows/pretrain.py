@@ -49,6 +49,17 @@ def replace_dir(src: Path, dst: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _genes(ws: Workspace) -> list[str] | None:
+    """The omics panel the backbone reads, in order (new extracts are aligned to it when scored)."""
+    import polars as pl
+
+    path = ws.curated / "omics_features.parquet"
+    if not path.exists():
+        return None
+    frame = pl.read_parquet(path)
+    return frame.sort("index")["feature"].to_list() if "feature" in frame.columns else None
+
+
 @task(name="train-backbone", cache_policy=NO_CACHE)
 def train_backbone(ws: Workspace, p: dict, key: str, resume: bool) -> dict:
     """-> {model, tokenizer, losses, val_losses, best_step, params}; under torchrun when p['nproc'] > 1."""
@@ -115,6 +126,7 @@ def pretrain_flow(workspace: Path, model: str | None = None, steps: int | None =
     with mlflow.start_run(experiment_id=tracking.experiment_id(ws.root, EXPERIMENT), run_name=f"pretrain-{p['model']}",
                           tags=tracking.run_tags(ws.root, "pretrain", facts)) as run:
         meta = {"model": p["model"], "mlflow_run_id": run.info.run_id, **facts, "steps": len(out["losses"]),
+                "omics_genes": _genes(ws),
                 "best_step": out["best_step"], "world_size": out["world_size"], "training_data": out["counts"],
                 "code_version": tracking.run_tags(ws.root, "pretrain", facts)["mmfm.code_version"]}
         incoming = ws.models / ".backbone-incoming"

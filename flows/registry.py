@@ -119,13 +119,25 @@ def _parse(ref: str, client) -> tuple[str, str]:
     raise ValueError(f"{ref!r}: name a model version as NAME/VERSION or NAME@alias")
 
 
+def _registered_with(client, name: str, content: str) -> str | None:
+    """The version already registered from exactly these backbone, adapter and evaluation files, if any."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return None
+    same = [v.version for v in versions if v.tags.get(f"{T}content_sha256") == content]
+    return str(min(same, key=int)) if same else None
+
+
 @flow(name="register")
 def register_flow(workspace: Path, name: str = DEFAULT_NAME, alias: str = "challenger") -> dict:
     import mlflow
     from mlflow.models import infer_signature
 
     from tasks import tracking
-    from tasks.lineage import record
+    from tasks.lineage import record, tree_sha256
     from tasks.registry.integrity import hash_tree, manifest_tags
     from tasks.registry.phi_scan import scan_artifacts
     from tasks.registry.pyfunc import MultimodalPyfunc, load_bundle, score
@@ -142,6 +154,12 @@ def register_flow(workspace: Path, name: str = DEFAULT_NAME, alias: str = "chall
     with tempfile.TemporaryDirectory(dir=ws.state) as tmp:
         staging = Path(tmp) / "model"
         evaluation = _stage_artifacts(ws, staging, name)
+        content = tree_sha256(staging)
+        existing = _registered_with(client, name, content)
+        if existing is not None:  # a rerun registers nothing twice
+            return {"name": name, "version": existing, "alias": alias, "model_uri": f"models:/{name}/{existing}",
+                    "dataset_version": facts["dataset_version"], "already_registered": True,
+                    "artifacts": None, "phi_findings": None, "mlflow_run_id": None, "lineage_event": None}
         findings = scan_artifacts(staging)
         _, tokenizer, bmeta = load_backbone(ws.models / "backbone")
         example = records_from_split(load_split(ws.curated, "test", tokenizer).take(range(2)))
@@ -170,6 +188,7 @@ def register_flow(workspace: Path, name: str = DEFAULT_NAME, alias: str = "chall
         f"{T}primary": json.dumps({t: r["metrics"][r["primary_metric"]]["value"]
                                    for t, r in evaluation["tasks"].items()}),
         f"{T}subgroups": json.dumps(subgroup_primary(diag)), f"{T}phi_findings": str(len(findings)),
+        f"{T}content_sha256": content,
         **manifest_tags(hashes)}
     for key, value in version_tags.items():
         client.set_model_version_tag(name, mv.version, key, value)
@@ -182,7 +201,8 @@ def register_flow(workspace: Path, name: str = DEFAULT_NAME, alias: str = "chall
     client.set_model_version_tag(name, mv.version, f"{T}lineage_event", event.event_id)
     client.set_registered_model_alias(name, alias, mv.version)
     get_run_logger().info("registered %s version %s as %s", name, mv.version, alias)
-    return {"name": name, "version": mv.version, "alias": alias, "model_uri": f"models:/{name}/{mv.version}",
+    return {"name": name, "version": str(mv.version), "alias": alias, "model_uri": f"models:/{name}/{mv.version}",
+            "already_registered": False,
             "dataset_version": facts["dataset_version"], "artifacts": len(hashes), "phi_findings": len(findings),
             "mlflow_run_id": run.info.run_id, "lineage_event": event.event_id}
 

@@ -38,6 +38,7 @@ class DatasetConfig:
     note_kinds: tuple[str, ...] = ("clinical_note",)  # radiology reports restate the findings: not an input here
     max_text_length: int = 64  # tokenizer truncation; the tiny text encoder has 64 positions
     labs_catalogue: Path = ROOT / "data_contracts" / "labs.yaml"
+    genes: tuple[str, ...] | None = None  # the model's gene panel, in its order (scoring new data); None: this data's
 
 
 def load_lab_codes(path: Path) -> dict[str, int]:
@@ -165,6 +166,8 @@ class CuratedDataset(Dataset):
         self.omics = _by_patient(omics, "collection_date")
         features = _read(self.curated, "omics_features")
         self.genes = features.sort("index")["feature"].to_list() if "feature" in features.columns else []
+        if self.cfg.genes is not None:  # another extract's panel: the model's order, genes it lacks are NaN
+            self.genes = list(self.cfg.genes)
 
     def __len__(self) -> int:
         return self.cohort.height

@@ -1,0 +1,49 @@
+"""Areas for data that must never become training data: extracts to score (`mmfm predict`) or to monitor
+(`mmfm monitor`) cross the same ingest, de-identification and validation path as training data, into a workspace of
+their own under <workspace>/.mmfm/areas/<kind>/<name>/ (same pseudonym key, same parameters, every patient in one
+split), so nothing of theirs can reach data/curated or a dataset version of the main workspace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import yaml
+
+from tasks.workspace import Workspace, init_workspace
+
+KINDS = ("scoring", "monitoring")
+
+
+def area_name(source: Path) -> str:
+    """A stable name per extract folder: its name plus a hash of its absolute path."""
+    source = Path(source).resolve()
+    return f"{source.name}-{hashlib.sha256(str(source).encode()).hexdigest()[:8]}"
+
+
+def prepare_area(ws: Workspace, source: Path, kind: str) -> dict:
+    """Ingest + validate `source` into its own area; -> {area (Workspace), ingest, validate} summaries."""
+    from flows.ingest import run as ingest
+    from flows.pipeline import render_dvc_yaml
+    from flows.validate import ValidationBlocked, validate
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown area kind {kind!r}; known: {', '.join(KINDS)}")
+    source = Path(source).resolve()
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source}: not an extract folder")
+    area = init_workspace(ws.state / "areas" / kind / area_name(source), dvc_yaml=render_dvc_yaml())
+    params = ws.params()
+    params["validate"] = {"splits": {"test": 1.0}}  # nothing here trains anything
+    area.params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    target = area.extracts / source.name
+    if not target.exists():
+        shutil.copytree(source, target)
+    ingested = ingest(area.root)
+    try:
+        validated = validate(area.root)
+    except ValidationBlocked as exc:
+        raise ValidationBlocked(f"the {kind} extract {source.name} failed a blocking contract: {exc}") from None
+    return {"area": area, "ingest": ingested, "validate": validated}

@@ -1,0 +1,150 @@
+"""The registry commands of `mmfm` (register, promote, rollback, predict, audit report), on flows.cli's app.
+
+Against the embedded SQLite store by default; MLFLOW_TRACKING_URI (+ MLFLOW_TRACKING_USERNAME/PASSWORD for a
+basic-auth server) points them at a shared `mlflow server`. A refused promotion exits 1 with every reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.cli import (
+    DebugOpt,
+    JsonOpt,
+    StageError,
+    WorkspaceOpt,
+    _console,
+    _run_flow,
+    app,
+    audit_app,
+    command,
+    use_workspace,
+)
+from flows.cli_models import _threads
+
+NameOpt = Annotated[str, typer.Option("--name", help="Registered model name.")]
+
+
+def _mlflow_errors(fn):
+    """MLflow permission and connection errors as one line (403/401 from a basic-auth server, refused connection)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return fn(*args, **kwargs)
+        except MlflowException as exc:
+            raise StageError(f"MLflow refused: {str(exc).splitlines()[0][:300]}") from None
+
+    return wrapper
+
+
+@app.command()
+@command
+@_mlflow_errors
+def register(
+    name: NameOpt = "mmfm-multimodal",
+    workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Register the evaluated backbone + adapters as one MLflow pyfunc version (alias: challenger)."""
+    root = use_workspace(workspace)
+    _threads()
+    _run_flow("flows.registry", "register_flow", as_json, debug, lambda r: _console(stderr=False).print(
+        f"registered {r['name']} version {r['version']} as {r['alias']} ({r['artifacts']} artifacts hashed, "
+        f"{r['phi_findings']} PHI findings); dataset {r['dataset_version']}"), workspace=root, name=name)
+
+
+@app.command()
+@command
+@_mlflow_errors
+def promote(
+    model: Annotated[str, typer.Argument(help="NAME/VERSION (or NAME@alias) to promote.")],
+    approver: Annotated[str, typer.Option(help="Who approves (recorded).")],
+    reason: Annotated[str, typer.Option(help="Why (recorded).")],
+    alias: Annotated[str, typer.Option(help="The alias to move.")] = "champion",
+    workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Move an alias to a version through the promotion gate; a refusal lists every reason and exits 1."""
+    from flows.registry import PromotionRefused
+
+    root = use_workspace(workspace)
+    try:
+        _run_flow("flows.registry", "promote_flow", as_json, debug, lambda r: _console(stderr=False).print(
+            f"{r['name']}/{r['version']} is now {r['alias']} (approved by {r['approver']}: {r['reason']})"),
+            workspace=root, model=model, alias=alias, approver=approver, reason=reason)
+    except PromotionRefused as exc:
+        raise StageError(str(exc)) from None
+
+
+@app.command()
+@command
+@_mlflow_errors
+def rollback(
+    approver: Annotated[str, typer.Option(help="Who decides (recorded).")],
+    reason: Annotated[str, typer.Option(help="Why (recorded).")],
+    name: NameOpt = "mmfm-multimodal",
+    alias: Annotated[str, typer.Option(help="The alias to give back.")] = "champion",
+    workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Give the alias back to the version that held it before."""
+    from flows.registry import PromotionRefused
+
+    root = use_workspace(workspace)
+    try:
+        _run_flow("flows.registry", "rollback_flow", as_json, debug, lambda r: _console(stderr=False).print(
+            f"{r['name']}@{r['alias']}: version {r['from_version']} -> {r['to_version']}"), workspace=root, name=name,
+            alias=alias, approver=approver, reason=reason)
+    except PromotionRefused as exc:
+        raise StageError(str(exc)) from None
+
+
+@app.command()
+@command
+@_mlflow_errors
+def predict(
+    model: Annotated[str, typer.Option("--model", help="NAME@alias or NAME/VERSION.")],
+    source: Annotated[Path | None, typer.Argument(help="A new extract folder (dicom/, fhir/, omics/ per site) to "
+                                                       "ingest and score; default: the curated data.")] = None,
+    split: Annotated[str, typer.Option(help="Curated split to score when no SOURCE: test, val, train or all.")]
+    = "test",
+    out: Annotated[Path | None, typer.Option(help="Output parquet (default under data/predictions/).")] = None,
+    workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Batch-score patients with a registered model (hash-verified at load); parquet out, recorded in the ledger."""
+    root = use_workspace(workspace)
+    _threads()
+    _run_flow("flows.predict", "predict_flow", as_json, debug, lambda r: _console(stderr=False).print(
+        f"{r['patients']} patients scored by {r['model_version']} -> {r['output']}"), workspace=root, model=model,
+        source=source, split=split, out=out)
+
+
+@audit_app.command("report")
+@command
+@_mlflow_errors
+def audit_report(
+    model: Annotated[str, typer.Argument(help="NAME@alias or NAME/VERSION.")],
+    out: Annotated[Path | None, typer.Option(help="Folder for audit.md and audit.html (default data/reports/audit).")]
+    = None,
+    workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """One report from each raw extract's sha256 to today's alias: ledger, de-identification, contracts, dataset
+    version, training runs, evaluation, registration, approvals, monitoring; exit 1 if the chain has gaps."""
+    from tasks.registry.audit_report import write_audit
+
+    from tasks import tracking
+
+    root = use_workspace(workspace)
+    tracking.configure(root)
+    result = write_audit(root, model, out or root / "data" / "reports" / "audit")
+    emit_result = {k: str(v) if isinstance(v, Path) else v for k, v in result.items()}
+    from flows.cli import emit
+
+    emit(emit_result, as_json, lambda r: _console(stderr=False).print(
+        f"audit report: {r['html']} ({'complete' if r['complete'] else 'GAPS: ' + '; '.join(r['gaps'])})"))
+    if not result["complete"]:
+        raise typer.Exit(1)

@@ -1,0 +1,667 @@
+"""An audit report for one registered model version: from raw extract sha256 to today's alias.
+
+Why: the evidence that a model may be used is spread over the registry (version tags, aliases, approvals), MLflow
+runs (params, code and dataset versions) and the lineage ledger (what every stage read and wrote). An auditor needs
+it joined, in the order the data travelled, and checked: `build_audit` collects it and lists every gap (a broken
+chain, an input nobody wrote, a tag that disagrees with the ledger); `render_audit` writes one standalone page.
+
+No PHI: the report holds counts, hashes, ids, rule names and pseudonyms only. Landing manifests are re-hashed but
+their relative paths (which may carry PHI in real exports) are never read into it; de-identification and
+validation reports contribute counts; evaluation contributes aggregate metrics.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from tasks.lineage import Event, Ledger, artifact_sha256, lineage, verify
+
+T = "mmfm."
+CHAIN_STAGES = ("ingest", "validate", "version", "pretrain", "finetune", "evaluate", "register")
+LANDING = "data/landing/"
+EVALUATION_ARTIFACT = "artifacts/evaluation/evaluation.json"
+NO_MONITORING = "no monitoring run yet"
+DECISION_TAG = re.compile(rf"^{re.escape(T)}(approved|refused|rolled_back)\.(.+)\.(\d{{8}}T\d{{6}}Z)$")
+DECISION_FIELDS = ("decision", "alias", "approver", "reason", "at", "reasons", "champion_before", "from_version",
+                   "to_version")
+VERSION_TAGS = ("dataset_version", "trained_dataset_version", "evaluated_dataset_version", "evaluated_split",
+                "contract_versions", "curated_md5", "code_version", "evaluation_run_id", "lineage_event",
+                "contracts_passed", "phi_findings", "metrics", "primary")
+
+
+# --- small helpers --------------------------------------------------------------------------------------------------
+
+def _iso(ms: int | None) -> str | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+def _json(text: str | None) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return text
+
+
+def _scalars(d: Mapping, depth: int = 2, prefix: str = "") -> dict[str, float | int | bool]:
+    """Numbers and booleans only (flattened `a.b`): what a monitoring file may contribute without leaking values."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, bool | int | float):
+            out[f"{prefix}{k}"] = v
+        elif isinstance(v, Mapping) and depth > 1:
+            out.update(_scalars(v, depth - 1, f"{prefix}{k}."))
+    return out
+
+
+def _event_row(ev: Event, role: str) -> dict:
+    return {"seq": ev.seq, "event_id": ev.event_id, "stage": ev.stage, "run_id": ev.run_id, "time": ev.time,
+            "actor": ev.actor, "code_version": ev.code_version, "role": role,
+            "inputs": list(ev.inputs), "outputs": list(ev.outputs)}
+
+
+def _read_recorded(root: Path, entry: Mapping, what: str, gaps: list[str]) -> dict | None:
+    """A JSON artifact the ledger names, read only if it still has the bytes the ledger recorded."""
+    path = root / entry["uri"]
+    if not path.exists():
+        gaps.append(f"The {what} {entry['uri']} named in the ledger is missing from the workspace.")
+        return None
+    if artifact_sha256(path) != entry["sha256"]:
+        gaps.append(f"The {what} {entry['uri']} changed after the ledger recorded it (sha256 {entry['sha256']}).")
+        return None
+    return json.loads(path.read_text())
+
+
+# --- registry -------------------------------------------------------------------------------------------------------
+
+def _parse_ref(client, ref: str) -> tuple[str, str]:
+    ref = ref.removeprefix("models:/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return name, str(client.get_model_version_by_alias(name, alias).version)
+    if "/" in ref:
+        name, version = ref.rsplit("/", 1)
+        return name, version
+    raise ValueError(f"{ref!r}: name a model version as NAME/VERSION or NAME@alias")
+
+
+def _decisions(tags: Mapping[str, str]) -> list[dict]:
+    out = []
+    for key, value in tags.items():
+        m = DECISION_TAG.match(key)
+        if m:
+            body = _json(value) if isinstance(_json(value), dict) else {}
+            out.append({"decision": m[1], "alias": m[2], "stamp": m[3],
+                        **{k: body[k] for k in DECISION_FIELDS if k in body}})
+    return sorted(out, key=lambda d: (d.get("at") or "", d["stamp"]))
+
+
+def _registry(client, name: str, version: str, gaps: list[str]) -> dict:
+    from tasks.registry.integrity import IntegrityError, manifest_from_tags
+
+    mv, rm = client.get_model_version(name, version), client.get_registered_model(name)
+    tags = dict(mv.tags)
+    try:
+        manifest = manifest_from_tags(tags)
+    except IntegrityError as err:
+        manifest = {}
+        gaps.append(f"The artifact manifest in the version's tags is unusable: {err}.")
+    history = {k.removeprefix(f"{T}alias_history."): _json(v) for k, v in rm.tags.items()
+               if k.startswith(f"{T}alias_history.")}
+    return {"name": name, "version": str(version), "created": _iso(mv.creation_timestamp), "run_id": mv.run_id,
+            "status": str(mv.status), "tags": {k: _json(tags.get(f"{T}{k}")) for k in VERSION_TAGS},
+            "manifest": {"sha256": tags.get(f"{T}sha256.manifest"), "files": len(manifest), "hashes": manifest},
+            "decisions": _decisions(tags), "aliases_now": {a: str(v) for a, v in dict(rm.aliases).items()},
+            "alias_history": history}
+
+
+def _runs(client, run_ids: list[tuple[str, str]], dataset_version: str | None, gaps: list[str]) -> list[dict]:
+    """MLflow runs named by the chain (stage, run id): params, metrics and the mmfm tags that name data and code."""
+    out = []
+    for stage, run_id in run_ids:
+        try:
+            run = client.get_run(run_id)
+        except Exception:  # noqa: BLE001 - a deleted or unreachable run is a gap, not a crash
+            gaps.append(f"The MLflow run {run_id} of the {stage} stage cannot be found in the tracking store.")
+            continue
+        tags = {k.removeprefix(T): v for k, v in run.data.tags.items() if k.startswith(T)}
+        if not tags.get("code_version"):
+            gaps.append(f"The MLflow run {run_id} ({stage}) carries no code version tag.")
+        if dataset_version and tags.get("dataset_version") != dataset_version:
+            gaps.append(f"The MLflow run {run_id} ({stage}) names dataset version {tags.get('dataset_version')}, "
+                        f"not {dataset_version}.")
+        out.append({"stage": stage, "run_id": run_id, "name": run.info.run_name, "status": run.info.status,
+                    "start": _iso(run.info.start_time), "params": dict(sorted(run.data.params.items())),
+                    "metrics": {k: round(v, 4) for k, v in sorted(run.data.metrics.items())}, "tags": tags})
+    return out
+
+
+# --- ledger ---------------------------------------------------------------------------------------------------------
+
+def _root_event(events: list[Event], reg: dict, gaps: list[str]) -> Event | None:
+    """The version's register event: by its lineage event tag, else by (register, NAME/VERSION) with a gap."""
+    tag, ref = reg["tags"]["lineage_event"], f"{reg['name']}/{reg['version']}"
+    by_id = {e.event_id: e for e in events}
+    if tag and tag in by_id:
+        ev = by_id[tag]
+        if ev.stage != "register" or ev.run_id != ref:
+            gaps.append(f"The lineage event {tag} named by the version is a {ev.stage} event for {ev.run_id}, "
+                        f"not the registration of {ref}.")
+        return ev
+    gaps.append(f"The version's lineage event id {tag} does not exist in the ledger." if tag else
+                "The version carries no lineage event id (tag mmfm.lineage_event).")
+    found = [e for e in events if e.stage == "register" and e.run_id == ref]
+    return found[-1] if found else None
+
+
+def _chain(ledger: Ledger, events: list[Event], root_event: Event | None, gaps: list[str]) -> tuple[list, dict]:
+    """(upstream events incl. the root, lineage graph) from the register event, or from models/evaluation."""
+    try:
+        graph = lineage(ledger, root_event.event_id if root_event else "models/evaluation")
+    except LookupError:
+        gaps.append("Nothing in the ledger leads to this model: its lineage cannot be walked.")
+        return [], {"nodes": [], "edges": [], "roots": [], "upstream": []}
+    by_id = {e.event_id: e for e in events}
+    ids = [n.removeprefix("event:") for n in graph["roots"] + graph["upstream"] if n.startswith("event:")]
+    return sorted({by_id[i].seq: by_id[i] for i in ids}.values(), key=lambda e: e.seq), graph
+
+
+def _check_chain(graph: dict, chain: list[Event], gaps: list[str]) -> None:
+    """Every input traces to an event that wrote exactly those bytes, or is a raw extract in landing."""
+    producers: dict[str, list[str]] = {}
+    for e in graph["edges"]:
+        if e["kind"] != "input":
+            producers.setdefault(e["target"], []).append(e["kind"])
+    for ev in chain:
+        if ev.outputs and not ev.inputs:
+            gaps.append(f"The {ev.stage} event {ev.event_id} wrote outputs but recorded no inputs.")
+        if not ev.code_version or ev.code_version == "unknown":
+            gaps.append(f"The {ev.stage} event {ev.event_id} carries no code version.")
+        for entry in ev.inputs:
+            if entry["uri"].startswith(LANDING):
+                continue
+            kinds = producers.get(f"artifact:{entry['uri']}@{entry['sha256']}", [])
+            if not kinds:
+                gaps.append(f"{entry['uri']} (sha256 {entry['sha256']}) read by the {ev.stage} event {ev.event_id} "
+                            "was written by no recorded event and is not a raw extract.")
+            elif set(kinds) == {"same_uri"}:
+                gaps.append(f"{entry['uri']} (sha256 {entry['sha256']}) read by the {ev.stage} event "
+                            f"{ev.event_id} differs from what its last recorded writer wrote.")
+
+
+def _related(events: list[Event], reg: dict, dataset_version: str | None) -> list[Event]:
+    ref = f"{reg['name']}/{reg['version']}"
+    return [e for e in events if (e.stage == "version" and e.facts.get("dataset_version") == dataset_version)
+            or (e.stage in ("promote", "rollback") and e.facts.get("model_version") == ref)]
+
+
+# --- evidence -------------------------------------------------------------------------------------------------------
+
+def _extracts(root: Path, chain: list[Event], gaps: list[str]) -> list[dict]:
+    out = []
+    for ev in (e for e in chain if e.stage == "ingest"):
+        for entry in (i for i in ev.inputs if i["uri"].startswith(LANDING)):
+            path = root / entry["uri"]
+            now = artifact_sha256(path) if path.exists() else None
+            manifest = json.loads(path.read_text()) if now == entry["sha256"] else {}
+            if now != entry["sha256"]:
+                gaps.append(f"The raw extract manifest {entry['uri']} is missing or no longer hashes to the recorded "
+                            f"sha256 {entry['sha256']}.")
+            files = manifest.get("files", [])
+            out.append({"uri": entry["uri"], "sha256": entry["sha256"], "sha256_now": now,
+                        "extract_id": manifest.get("extract_id"), "source": ev.params.get("source"),
+                        "site": ev.params.get("site"), "files": len(files),
+                        "bytes": sum(int(f.get("size", 0)) for f in files), "ingest_event": ev.event_id,
+                        "received": ev.facts.get("received"), "ingested": ev.facts.get("ingested"),
+                        "quarantined": ev.facts.get("quarantined")})
+    return out
+
+
+def _deid(root: Path, chain: list[Event], gaps: list[str]) -> dict:
+    reports, totals = [], Counter()
+    actions: dict[str, Counter] = {}
+    for ev in (e for e in chain if e.stage == "ingest"):
+        entries = [o for o in ev.outputs if re.fullmatch(r"data/reports/deid-[^/]+\.json", o["uri"])]
+        if not entries:
+            gaps.append(f"The ingest event {ev.event_id} recorded no de-identification report.")
+        for entry in entries:
+            raw = _read_recorded(root, entry, "de-identification report", gaps)
+            if raw is None:
+                continue
+            counts = {k: int(raw.get(k, 0)) for k in ("dicom_files", "fhir_resources", "text_fields")}
+            acts = {m: dict(sorted(c.items())) for m, c in (raw.get("actions") or {}).items() if c}
+            reports.append({"uri": entry["uri"], "sha256": entry["sha256"], "profile": raw.get("profile"), **counts,
+                            "actions": acts, "text_replacements": dict(raw.get("text_replacements") or {}),
+                            "burned_in_flagged": len(raw.get("burned_in") or [])})
+            totals.update({**counts, "burned_in_flagged": len(raw.get("burned_in") or [])})
+            for modality, c in acts.items():
+                actions.setdefault(modality, Counter()).update(c)
+    return {"reports": reports, "profiles": sorted({r["profile"] for r in reports if r["profile"]}),
+            "totals": dict(totals), "actions": {m: dict(sorted(c.items())) for m, c in sorted(actions.items())}}
+
+
+def _validation(root: Path, chain: list[Event], gaps: list[str]) -> dict | None:
+    events = [e for e in chain if e.stage == "validate"]
+    entry = next((o for e in events[-1:] for o in e.outputs if o["uri"].endswith("/validation.json")), None)
+    if entry is None:
+        gaps.append("No validate event in the chain recorded a validation report.")
+        return None
+    raw = _read_recorded(root, entry, "validation report", gaps)
+    if raw is None:
+        return None
+    tables = {name: {k: t.get(k) for k in ("contract_version", "rows_checked", "rows_passed", "rows_quarantined",
+                                           "rows_failed")} for name, t in sorted((raw.get("tables") or {}).items())}
+    return {"uri": entry["uri"], "sha256": entry["sha256"], "event_id": events[-1].event_id,
+            "run_id": raw.get("run_id"), "blocked": raw.get("blocked"),
+            "contract_versions": dict(sorted((raw.get("contract_versions") or {}).items())),
+            "quarantined": raw.get("quarantined"), "quarantined_by_rule": dict(raw.get("quarantine_reasons") or {}),
+            "staged_sha256": raw.get("staged_sha256"), "tables": tables}
+
+
+def _dataset(related: list[Event], chain: list[Event], version_tag: str | None, gaps: list[str]) -> dict:
+    published = [e for e in related if e.stage == "version"]
+    if not published:
+        gaps.append(f"Dataset version {version_tag} has no version event in the ledger: the model trained on "
+                    "unpublished data.")
+        return {"dataset_version": version_tag}
+    ev = published[-1]
+    curated = {i["sha256"] for i in ev.inputs if i["uri"] == "data/curated"}
+    for stage_ev in (e for e in chain if e.stage in ("pretrain", "finetune", "evaluate")):
+        read = {i["sha256"] for i in stage_ev.inputs if i["uri"] == "data/curated"}
+        if read and not read <= curated:
+            gaps.append(f"The {stage_ev.stage} event {stage_ev.event_id} read curated data that dataset version "
+                        f"{version_tag} does not cover.")
+    return {"dataset_version": version_tag, "event_id": ev.event_id, "git_rev": ev.facts.get("git_rev"),
+            "curated_md5": ev.facts.get("curated_md5"), "curated_sha256": sorted(curated),
+            "contract_versions": ev.facts.get("contract_versions") or {}, "published": ev.time, "actor": ev.actor}
+
+
+def _evaluation(root: Path, reg: dict, gaps: list[str]) -> dict | None:
+    """The evaluation the registry holds (checked against the manifest), read from the workspace when identical."""
+    import mlflow
+
+    from tasks.landing import sha256_file
+
+    expected = reg["manifest"]["hashes"].get(EVALUATION_ARTIFACT)
+    local = root / "models" / "evaluation" / "evaluation.json"
+    if expected and local.exists() and sha256_file(local) == expected:
+        raw = json.loads(local.read_text())
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = Path(mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{reg['name']}/{reg['version']}/{EVALUATION_ARTIFACT}", dst_path=tmp))
+            except Exception:  # noqa: BLE001 - unreachable artifacts are a gap
+                gaps.append("The registered evaluation report cannot be downloaded from the registry.")
+                return None
+            if expected is None or sha256_file(path) != expected:
+                gaps.append("The registered evaluation report does not match the version's sha256 manifest.")
+            raw = json.loads(path.read_text())
+    return _evaluation_summary(raw)
+
+
+def _evaluation_summary(raw: dict) -> dict:
+    tasks = {}
+    for name, t in sorted((raw.get("tasks") or {}).items()):
+        primary = t.get("primary_metric")
+        tasks[name] = {"primary_metric": primary, "patients": t.get("patients"),
+                       "primary": (t.get("metrics") or {}).get(primary) or {},
+                       "metrics": t.get("metrics") or {}, "subgroup_gaps": t.get("subgroup_gaps") or {}}
+    base = raw.get("baselines") or {}
+    baselines = {"late_fusion": (base.get("late_fusion") or {}).get("metrics") or {},
+                 "bayes": (base.get("bayes") or {}).get("metrics") or {},
+                 **{f"single_modality.{m}": (r.get("metrics") or {"skipped": r.get("skipped")})
+                    for m, r in sorted((base.get("single_modality") or {}).items())}}
+    return {"split": raw.get("split"), "dataset_version": raw.get("dataset_version"),
+            "test_patients": raw.get("test_patients"), "mlflow_run_id": raw.get("mlflow_run_id"), "tasks": tasks,
+            "baselines": baselines}
+
+
+def _monitoring(root: Path, events: list[Event]) -> dict:
+    files = sorted((root / "data" / "monitoring").glob("**/drift.json"))
+    reports = [{"uri": p.relative_to(root).as_posix(), "sha256": artifact_sha256(p),
+                "values": _scalars(json.loads(p.read_text()))} for p in files]
+    runs = [{**_event_row(e, "monitor"), "facts": _scalars(e.facts)} for e in events if e.stage == "monitor"]
+    return {"status": "monitored" if reports or runs else NO_MONITORING, "reports": reports, "events": runs}
+
+
+# --- checks across sources -----------------------------------------------------------------------------------------
+
+def _check_registration(reg: dict, root_event: Event | None, chain: list[Event], related: list[Event],
+                        gaps: list[str]) -> None:
+    tags = reg["tags"]
+    versions = {tags["dataset_version"], tags["trained_dataset_version"], tags["evaluated_dataset_version"]}
+    if len(versions) != 1 or None in versions:
+        gaps.append(f"The version's dataset, trained and evaluated dataset versions disagree or are missing: "
+                    f"{sorted(map(str, versions))}.")
+    if root_event is not None and root_event.facts.get("artifact_manifest_sha256") != reg["manifest"]["sha256"]:
+        gaps.append("The artifact manifest sha256 in the version's tags differs from the one the register event "
+                    "recorded.")
+    evaluated = [e.facts.get("mlflow_run_id") for e in chain if e.stage == "evaluate"]
+    if tags["evaluation_run_id"] not in evaluated:
+        gaps.append(f"The evaluation run {tags['evaluation_run_id']} named by the version is not the run of the "
+                    "evaluate event in its lineage.")
+    for stage in (s for s in CHAIN_STAGES if s != "version"):
+        if not any(e.stage == stage for e in chain):
+            gaps.append(f"The lineage chain has no {stage} event.")
+    recorded = {(e.facts.get("alias"), e.facts.get("at"), e.facts.get("decision")) for e in related}
+    for d in reg["decisions"]:
+        if (d.get("alias"), d.get("at"), d["decision"]) not in recorded:
+            gaps.append(f"The {d['decision']} decision for alias {d['alias']} at {d.get('at')} is in the registry "
+                        "but not in the ledger.")
+    registered_as = root_event.params.get("alias") if root_event else None
+    approved = {d["alias"] for d in reg["decisions"] if d["decision"] in ("approved", "rolled_back")}
+    for alias, version in reg["aliases_now"].items():
+        if version == reg["version"] and alias != registered_as and alias not in approved:
+            gaps.append(f"Alias {alias} points at version {version} without a recorded approval.")
+
+
+def _verify(ledger: Ledger, root: Path, gaps: list[str]) -> dict:
+    report = verify(ledger, root)
+    gaps += [f"Ledger verification: {p.message}." for p in report.problems]
+    return {"ok": report.ok, "events_checked": report.events_checked,
+            "artifacts_checked": report.artifacts_checked, "head": report.head, "notes": report.notes}
+
+
+def build_audit(root: Path, model_ref: str) -> dict:
+    """Everything an auditor needs about one registered version (NAME@alias or NAME/VERSION), checked.
+
+    Returns a plain dict (JSON-serialisable) with the sections `render_audit` prints, plus `complete` (no gap found)
+    and `gaps` (one sentence each). Opens the workspace's tracking store via tasks.tracking.configure(root).
+    """
+    import mlflow
+
+    from tasks import tracking
+
+    root = Path(root).resolve()
+    tracking.configure(root)
+    client, gaps, notes = mlflow.MlflowClient(), [], []
+    name, version = _parse_ref(client, model_ref)
+    reg = _registry(client, name, version, gaps)
+    ledger = Ledger.of_workspace(root)
+    events = ledger.events()
+    root_event = _root_event(events, reg, gaps)
+    chain, graph = _chain(ledger, events, root_event, gaps)
+    _check_chain(graph, chain, gaps)
+    dataset_version = reg["tags"]["dataset_version"]
+    related = _related(events, reg, dataset_version)
+    _check_registration(reg, root_event, chain, [e for e in related if e.stage != "version"], gaps)
+    run_ids = [("pretrain", e.facts.get("mlflow_run_id")) for e in chain if e.stage == "pretrain"]
+    run_ids += [("finetune", r) for e in chain if e.stage == "finetune"
+                for r in (e.facts.get("mlflow_run_ids") or {}).values()]
+    run_ids += [("evaluate", reg["tags"]["evaluation_run_id"]), ("register", reg["run_id"])]
+    dirty = sorted({e.code_version for e in chain + related if e.code_version.endswith("-dirty")})
+    notes += [f"Code version {c} had uncommitted changes: the exact code cannot be checked out again." for c in dirty]
+    audit = {
+        "model": {"ref": model_ref, "name": name, "version": version, "uri": f"models:/{name}/{version}"},
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "extracts": _extracts(root, chain, gaps), "deid": _deid(root, chain, gaps),
+        "validation": _validation(root, chain, gaps), "dataset": _dataset(related, chain, dataset_version, gaps),
+        "runs": _runs(client, [(s, r) for s, r in run_ids if r], dataset_version, gaps),
+        "evaluation": _evaluation(root, reg, gaps),
+        "registration": {k: v for k, v in reg.items() if k != "manifest"} | {
+            "manifest": {k: reg["manifest"][k] for k in ("sha256", "files")},
+            "lineage_event": root_event.event_id if root_event else None},
+        "monitoring": _monitoring(root, events),
+        "ledger": {"events": [_event_row(e, "register" if e is root_event else "upstream") for e in chain]
+                   + [_event_row(e, "related") for e in related], "verify": _verify(ledger, root, gaps)},
+    }
+    audit["ledger"]["events"].sort(key=lambda r: r["seq"])
+    return {**audit, "complete": not gaps, "gaps": gaps, "notes": notes}
+
+
+# --- rendering ------------------------------------------------------------------------------------------------------
+
+NR = "not reported"
+EVENT_HEADERS = ["seq", "stage", "event id", "run id", "time", "actor", "code version"]
+ARTIFACT_HEADERS = ["event", "direction", "uri", "sha256"]
+
+
+def _fmt(v: Any) -> str:
+    """One cell. Pairs are joined with ', ' (never a lone space): counts in a row must not read as a phone number."""
+    if v is None or v == "" or v == {} or v == []:
+        return NR
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.4f}".rstrip("0").rstrip(".") if v == v else "NaN"
+    if isinstance(v, Mapping):
+        if set(v) >= {"value"} and set(v) <= {"value", "ci_low", "ci_high", "unmeasured"}:
+            return _fmt(v["value"]) + (f" (95% CI {_fmt(v['ci_low'])} to {_fmt(v['ci_high'])})"
+                                       if v.get("ci_low") is not None else "")
+        return ", ".join(f"{k}: {_fmt(x)}" for k, x in sorted(v.items()))
+    if isinstance(v, list | tuple):
+        return ", ".join(_fmt(x) for x in v)
+    return str(v)
+
+
+def _table(caption: str, headers: list[str], rows: list[list[Any]]) -> dict:
+    return {"caption": caption, "headers": headers, "rows": [[_fmt(c) for c in r] for r in rows]}
+
+
+def _event_tables(audit: dict, stages: tuple[str, ...]) -> list[dict]:
+    events = [e for e in audit["ledger"]["events"] if e["stage"] in stages]
+    rows = [[e["seq"], e["stage"], e["event_id"], e["run_id"], e["time"], e["actor"], e["code_version"]]
+            for e in events]
+    files = [[e["event_id"][:12], d, a["uri"], a["sha256"]] for e in events
+             for d, key in (("read", "inputs"), ("wrote", "outputs")) for a in e[key]]
+    return [_table(f"Ledger events ({', '.join(stages)})", EVENT_HEADERS, rows),
+            _table("Artifacts they read and wrote", ARTIFACT_HEADERS, files)]
+
+
+def _run_tables(audit: dict, stages: tuple[str, ...], caption: str) -> list[dict]:
+    runs = [r for r in audit["runs"] if r["stage"] in stages]
+    head = [[r["stage"], r["run_id"], r["name"], r["status"], r["start"], r["tags"].get("code_version"),
+             r["tags"].get("dataset_version")] for r in runs]
+    detail = [[r["run_id"], r["params"], r["metrics"]] for r in runs]
+    return [_table(caption, ["stage", "run id", "name", "status", "started", "code version", "dataset version"],
+                   head), _table("Their parameters and final metrics", ["run id", "params", "metrics"], detail)]
+
+
+def _section(title: str, intro: str = "", items: list | None = None, tables: list | None = None,
+             bullets: list | None = None) -> dict:
+    return {"title": title, "intro": intro, "facts": [(k, _fmt(v)) for k, v in items or []],
+            "tables": tables or [], "bullets": bullets or []}
+
+
+def _sections_data(a: dict) -> list[dict]:
+    deid, val, ds = a["deid"], a["validation"] or {}, a["dataset"]
+    extracts = [[x["extract_id"], x["source"], x["site"], x["files"], x["bytes"], x["sha256"],
+                 "matches" if x["sha256_now"] == x["sha256"] else "DIFFERS or missing", x["received"],
+                 x["ingested"], x["quarantined"]] for x in a["extracts"]]
+    return [
+        _section("1. Raw extracts", "Landing manifests exactly as received, named by sha256 (recorded by the ingest "
+                 "event, re-hashed for this report). File names inside an extract are never shown.",
+                 tables=[_table("Extracts", ["extract", "source", "site", "files", "bytes", "manifest sha256",
+                                             "re-hashed now", "received", "ingested", "quarantined"], extracts),
+                         *_event_tables(a, ("ingest",))]),
+        _section("2. De-identification", "Counts of de-identification actions per ingest run (codes of DICOM "
+                 "PS3.15 Annex E); no values.",
+                 items=[("Profiles", deid["profiles"]), ("Totals", deid["totals"]),
+                        *[(f"Actions ({m})", c) for m, c in deid["actions"].items()]],
+                 tables=[_table("Reports", ["report", "sha256", "profile", "DICOM files", "FHIR resources",
+                                            "text fields", "actions", "text replacements", "burned-in flagged"],
+                                [[r["uri"], r["sha256"], r["profile"], r["dicom_files"], r["fhir_resources"],
+                                  r["text_fields"], r["actions"], r["text_replacements"], r["burned_in_flagged"]]
+                                 for r in deid["reports"]])]),
+        _section("3. Validation and data contracts", "" if val else NR,
+                 items=[("Validation run", val.get("run_id")), ("Blocked", val.get("blocked")),
+                        ("Rows quarantined", val.get("quarantined")),
+                        ("Quarantined by rule", val.get("quarantined_by_rule") or "none"),
+                        ("Staged data sha256", val.get("staged_sha256")), ("Report sha256", val.get("sha256"))],
+                 tables=[_table("Contracts", ["table", "contract version", "rows checked", "passed",
+                                              "quarantined", "failed"],
+                                [[n, t["contract_version"], t["rows_checked"], t["rows_passed"],
+                                  t["rows_quarantined"], t["rows_failed"]] for n, t in val.get("tables", {}).items()]),
+                         *_event_tables(a, ("validate",))]),
+        _section("4. Dataset version", items=[("Dataset version", ds.get("dataset_version")),
+                                              ("Git revision", ds.get("git_rev")), ("DVC md5", ds.get("curated_md5")),
+                                              ("Curated data sha256", ds.get("curated_sha256")),
+                                              ("Contract versions", ds.get("contract_versions")),
+                                              ("Published", ds.get("published")), ("Published by", ds.get("actor"))],
+                 tables=_event_tables(a, ("version",))),
+        _section("5. Training runs", tables=[*_run_tables(a, ("pretrain", "finetune"), "MLflow runs"),
+                                             *_event_tables(a, ("pretrain", "finetune"))]),
+        _evaluation_section(a),
+        _registration_section(a),
+        _decisions_section(a),
+        _monitoring_section(a["monitoring"]),
+        _integrity_section(a),
+    ]
+
+
+def _evaluation_section(a: dict) -> dict:
+    ev = a["evaluation"] or {}
+    tasks = ev.get("tasks", {})
+    return _section(
+        "6. Evaluation", "" if ev else NR,
+        items=[("Split", ev.get("split")), ("Dataset version", ev.get("dataset_version")),
+               ("Test patients", ev.get("test_patients")), ("Evaluation run", ev.get("mlflow_run_id"))],
+        tables=[_table("Primary metrics", ["task", "metric", "value (95% CI)", "patients", "largest subgroup gap"],
+                       [[t, r["primary_metric"], r["primary"], r["patients"], r["subgroup_gaps"]]
+                        for t, r in tasks.items()]),
+                _table("All metrics", ["task", "metric", "value (95% CI)"],
+                       [[t, m, v] for t, r in tasks.items() for m, v in sorted(r["metrics"].items())]),
+                _table("Baselines (diagnosis)", ["baseline", "metrics"],
+                       [[b, m] for b, m in ev.get("baselines", {}).items()]),
+                *_run_tables(a, ("evaluate",), "MLflow run"), *_event_tables(a, ("evaluate",))])
+
+
+def _registration_section(a: dict) -> dict:
+    reg, tags = a["registration"], a["registration"]["tags"]
+    return _section(
+        "7. Registration",
+        items=[("Model", a["model"]["uri"]), ("Registered", reg["created"]), ("Status", reg["status"]),
+               ("Lineage event (version tag)", tags.get("lineage_event")),
+               ("Register event found in ledger", reg["lineage_event"]),
+               ("Dataset version", tags.get("dataset_version")),
+               ("Trained / evaluated on", [tags.get("trained_dataset_version"), tags.get("evaluated_dataset_version")]),
+               ("Evaluated split", tags.get("evaluated_split")), ("Contract versions", tags.get("contract_versions")),
+               ("Contracts passed", tags.get("contracts_passed")), ("Code version", tags.get("code_version")),
+               ("Evaluation run", tags.get("evaluation_run_id")), ("Metrics", tags.get("metrics")),
+               ("PHI findings at registration", tags.get("phi_findings")),
+               ("Artifact manifest sha256", reg["manifest"]["sha256"]), ("Artifacts hashed", reg["manifest"]["files"])],
+        tables=[*_run_tables(a, ("register",), "MLflow run"), *_event_tables(a, ("register",))])
+
+
+def _decisions_section(a: dict) -> dict:
+    reg = a["registration"]
+    rows = [[d["decision"], d["alias"], d.get("at"), d.get("approver"), d.get("reason"), d.get("reasons"),
+             d.get("champion_before") if d["decision"] != "rolled_back"
+             else f"{d.get('from_version')} to {d.get('to_version')}"] for d in reg["decisions"]]
+    return _section(
+        "8. Approvals, refusals and rollbacks",
+        items=[("Aliases today", reg["aliases_now"]),
+               *[(f"History of {k}", v) for k, v in reg["alias_history"].items()]],
+        tables=[_table(f"Decisions on version {reg['version']}", ["decision", "alias", "at", "approver", "reason",
+                                                                   "gate reasons", "before / rollback"], rows),
+                *_event_tables(a, ("promote", "rollback"))])
+
+
+def _monitoring_section(m: dict) -> dict:
+    return _section(
+        "9. Monitoring", m["status"] if m["status"] == NO_MONITORING else "",
+        tables=[] if m["status"] == NO_MONITORING else [
+            _table("Drift reports", ["report", "sha256", "values"], [[r["uri"], r["sha256"], r["values"]]
+                                                                      for r in m["reports"]]),
+            _table("Monitor events", ["time", "event id", "actor", "code version", "facts"],
+                   [[e["time"], e["event_id"], e["actor"], e["code_version"], e["facts"]] for e in m["events"]])])
+
+
+def _integrity_section(a: dict) -> dict:
+    v = a["ledger"]["verify"]
+    return _section(
+        "10. Integrity and completeness",
+        "Every input of every event traces to an event that wrote it or to a raw extract; every event names its "
+        "code version; the ledger's hash chain and recorded artifacts verify; registry, MLflow and ledger agree.",
+        items=[("Complete", a["complete"]), ("Gaps", len(a["gaps"])), ("Ledger chain verifies", v["ok"]),
+               ("Events checked", v["events_checked"]), ("Artifacts re-hashed", v["artifacts_checked"]),
+               ("Ledger head", v["head"]), ("Ledger notes", v["notes"] or "none")],
+        bullets=[f"Gap: {g}" for g in a["gaps"]] + [f"Note: {n}" for n in a["notes"]])
+
+
+_MD = """# Audit report: {{ m.name }} version {{ m.version }}
+
+Requested as `{{ m.ref }}`; generated {{ generated }}. Complete: **{{ complete }}** ({{ ngaps }} gap(s)).
+From raw extract sha256 to today's alias; counts, hashes, ids and pseudonyms only.
+{% for s in sections %}
+## {{ s.title }}
+{% if s.intro %}
+{{ s.intro }}
+{% endif %}{% if s.facts %}
+{% for k, v in s.facts %}- **{{ k }}**: {{ v }}
+{% endfor %}{% endif %}{% for t in s.tables %}
+**{{ t.caption }}**
+
+{% if t.rows %}| {{ t.headers|join(" | ") }} |
+|{% for h in t.headers %}---|{% endfor %}
+{% for r in t.rows %}| {{ r|join(" | ") }} |
+{% endfor %}{% else %}{{ NR }}
+{% endif %}{% endfor %}{% if s.bullets %}
+{% for b in s.bullets %}- {{ b }}
+{% endfor %}{% endif %}{% endfor %}"""
+
+_HTML = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Audit report: {{ m.name }} version {{ m.version }}</title>
+<style>body{font-family:system-ui,sans-serif;max-width:80rem;margin:2rem auto;padding:0 1rem;color:#222}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.85rem}td,th{border:1px solid #bbb;padding:.2rem .5rem;
+text-align:left;vertical-align:top;word-break:break-all}th{background:#f0f0f0}.ok{color:#060}.bad{color:#a00}
+h2{border-bottom:1px solid #ccc;margin-top:2rem}caption{text-align:left;font-weight:bold;padding:.3rem 0}</style>
+</head><body>
+<h1>Audit report: {{ m.name }} version {{ m.version }}</h1>
+<p>Requested as <code>{{ m.ref }}</code>; generated {{ generated }}.
+Complete: <strong class="{{ 'ok' if ngaps == 0 else 'bad' }}">{{ complete }}</strong> ({{ ngaps }} gap(s)).
+From raw extract sha256 to today's alias; counts, hashes, ids and pseudonyms only.</p>
+{% for s in sections %}<h2>{{ s.title }}</h2>
+{% if s.intro %}<p>{{ s.intro }}</p>{% endif %}
+{% if s.facts %}<ul>{% for k, v in s.facts %}<li><strong>{{ k }}</strong>: {{ v }}</li>{% endfor %}</ul>{% endif %}
+{% for t in s.tables %}{% if t.rows %}<table><caption>{{ t.caption }}</caption>
+<tr>{% for h in t.headers %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for r in t.rows %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>
+{% endfor %}</table>{% else %}<p><strong>{{ t.caption }}</strong>: {{ NR }}</p>{% endif %}
+{% endfor %}{% if s.bullets %}<ul>{% for b in s.bullets %}<li class="bad">{{ b }}</li>{% endfor %}</ul>{% endif %}
+{% endfor %}</body></html>
+"""
+
+
+def _md_safe(value: Any) -> Any:
+    """Markdown is often rendered as HTML: neutralise tags and table pipes in every string."""
+    if isinstance(value, str):
+        return html.escape(value, quote=False).replace("|", "\\|")
+    if isinstance(value, Mapping):
+        return {k: _md_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_md_safe(v) for v in value]
+    return value
+
+
+def render_audit(audit: dict) -> tuple[str, str]:
+    """(markdown, html) of one audit: the same sections in the same order, HTML autoescaped and self-contained."""
+    context = {"m": audit["model"], "generated": audit["generated_at"], "complete": _fmt(audit["complete"]),
+               "ngaps": len(audit["gaps"]), "sections": _sections_data(audit), "NR": NR}
+    env = {flag: jinja2.Environment(autoescape=flag, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+           for flag in (False, True)}
+    markdown = env[False].from_string(_MD).render(**_md_safe(context))
+    return markdown, env[True].from_string(_HTML).render(**context)
+
+
+def write_audit(root: Path, model_ref: str, out_dir: Path) -> dict:
+    """Build, render and write `audit-<name>-v<version>.md` and `.html` into `out_dir`."""
+    audit = build_audit(root, model_ref)
+    markdown, page = render_audit(audit)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"audit-{audit['model']['name']}-v{audit['model']['version']}"
+    (out / f"{stem}.md").write_text(markdown)
+    (out / f"{stem}.html").write_text(page)
+    return {"markdown": out / f"{stem}.md", "html": out / f"{stem}.html", "complete": audit["complete"],
+            "gaps": list(audit["gaps"])}
