@@ -55,7 +55,7 @@ def finetune_task(ws: Workspace, backbone_dir: Path, task_name: str, p: dict, ke
     fraction = float(p["label_fraction"])
     if fraction < 1:
         train = train.take(label_fraction(train, fraction, int(p["seed"]), TARGET[task_name]))
-    lora = LoraSettings(**{k: v for k, v in (p.get("lora") or {}).items() if k in ("r", "alpha", "dropout")})
+    lora = LoraSettings(**{k: v for k, v in (p.get("lora") or {}).items() if k in ("r", "alpha", "dropout", "full")})
     trained = finetune(backbone, train, task_name, train_config(p, task_name), lora=lora,
                        checkpoint_dir=ws.state / "checkpoints" / f"{key}-{task_name}", resume=resume, val=val,
                        eval_every=int(p.get("eval_every", 0)))

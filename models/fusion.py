@@ -18,6 +18,7 @@ class FusionConfig:
     layers: int = 1
     heads: int = 2
     dropout: float = 0.0
+    pool_skip: bool = True  # fused = CLS + mean of the present modalities' pooled tokens (a shortcut to the heads)
 
 
 class Fusion(nn.Module):
@@ -41,7 +42,8 @@ class Fusion(nn.Module):
             present: modality -> (B,) bool, False = the patient lacks the modality (whole-modality mask).
 
         Returns:
-            fused (B, W): the CLS output; pooled: modality -> (B, W) masked mean of the fused tokens;
+            fused (B, W): the CLS output (+ mean of the pooled, `pool_skip`);
+            pooled: modality -> (B, W) masked mean of the fused tokens;
             unimodal: modality -> (B, W) masked mean of the projected tokens before fusion (for contrastive losses);
             present: modality -> (B,) bool, True where the modality had at least one valid token;
             attention: modality -> (B,) share of the CLS attention (last layer) over the modalities, 0 when absent.
@@ -66,9 +68,16 @@ class Fusion(nn.Module):
         cls_attn = attn[:, 0]  # (B, S): what the fused embedding reads from each token
         share = {m: cls_attn[:, s:e].sum(1) for m, (s, e) in spans.items()}
         total = torch.stack(list(share.values()), 1).sum(1).clamp(min=1e-12) if share else None
+        pooled = {m: masked_mean(out[:, s:e], valid[:, s:e]) for m, (s, e) in spans.items()}
+        fused = out[:, 0]  # (B, W)
+        if self.config.pool_skip and pooled:
+            # why: with few labels the heads learn faster from the modalities' own summaries than from the CLS alone
+            both = torch.stack([has[m] for m in pooled], 1).to(fused.dtype)  # (B, M)
+            stacked = torch.stack(list(pooled.values()), 1)  # (B, M, W); absent rows are 0 (masked_mean)
+            fused = fused + (stacked * both.unsqueeze(-1)).sum(1) / both.sum(1, keepdim=True).clamp(min=1)
         return {
-            "fused": out[:, 0],
-            "pooled": {m: masked_mean(out[:, s:e], valid[:, s:e]) for m, (s, e) in spans.items()},
+            "fused": fused,
+            "pooled": pooled,
             "unimodal": unimodal,
             "present": has,
             "attention": {m: v / total for m, v in share.items()},

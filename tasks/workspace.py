@@ -29,7 +29,7 @@ DEFAULT_PARAMS = {
                  "vocab_size": 512},
     "finetune": {"tasks": ["diagnosis", "risk", "survival"], "label_fraction": 1.0, "steps": 300, "batch_size": 32,
                  "lr": 0.003, "weight_decay": 0.01, "warmup_steps": 20, "seed": 0, "eval_every": 20,
-                 "lora": {"r": 8, "alpha": 16, "dropout": 0.0}},
+                 "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "full": False}},
     "evaluate": {"n_boot": 200, "min_group": 20, "baselines": True, "baseline_steps": 300, "gradcam_patients": 4},
 }
 

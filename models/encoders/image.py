@@ -1,7 +1,11 @@
-"""Image encoder: a ViT over a radiograph (2D) or a CT/MR/PET volume (3D), sizes from config.
+"""Image encoder over a radiograph (2D) or a CT/MR/PET volume (3D), sizes from config: a ViT (`arch: vit`) or a
+small CNN (`arch: cnn`).
 
-Patches come from MONAI's PatchEmbeddingBlock (conv projection + learnable position embedding). The blocks are
-models.layers.Transformer rather than monai.networks.nets.ViT, whose attention needs einops (not a dependency here).
+ViT: patches from MONAI's PatchEmbeddingBlock (conv projection + learnable position embedding), then
+models.layers.Transformer (monai.networks.nets.ViT's attention needs einops, not a dependency here).
+CNN: strided MONAI Convolution blocks, then average pooling to a small grid of tokens. Why both: with a few hundred
+images a ViT learns little; a CNN's locality prior finds the findings (cardiac silhouette, opacities, filling
+defects) from the same data. No batch norm: statistics over a batch would mix in the padding of absent images.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from monai.networks.blocks import PatchEmbeddingBlock
+from monai.networks.blocks import Convolution, PatchEmbeddingBlock
 from torch import nn
 
 from models.layers import Transformer, freeze
@@ -26,6 +30,9 @@ class ImageEncoderConfig:
     layers: int = 1
     heads: int = 2
     dropout: float = 0.0
+    arch: str = "vit"  # "vit" | "cnn"
+    channels: list[int] = field(default_factory=lambda: [8, 16, 32])  # cnn: per stride-2 stage
+    grid: list[int] = field(default_factory=lambda: [4, 4])  # cnn: tokens = prod(grid), pooled feature map
 
 
 class ImageEncoder(nn.Module):
@@ -33,6 +40,19 @@ class ImageEncoder(nn.Module):
         super().__init__()
         self.config = config
         c = config
+        if c.arch == "cnn":
+            layers, prev = [], c.in_channels
+            for ch in c.channels:
+                layers.append(Convolution(c.spatial_dims, prev, ch, strides=2, kernel_size=3, act="GELU", norm=None,
+                                          dropout=c.dropout or None))
+                prev = ch
+            self.cnn = nn.Sequential(*layers)
+            pool = nn.AdaptiveAvgPool3d if c.spatial_dims == 3 else nn.AdaptiveAvgPool2d
+            self.pool = pool(tuple(c.grid))
+            self.proj = nn.Linear(prev, c.width)
+            self.pos = nn.Parameter(torch.zeros(1, int(torch.tensor(c.grid).prod()), c.width))
+            nn.init.normal_(self.pos, std=0.02)
+            return
         self.patches = PatchEmbeddingBlock(in_channels=c.in_channels, img_size=c.img_size, patch_size=c.patch_size,
                                            hidden_size=c.width, num_heads=c.heads, proj_type="conv",
                                            pos_embed_type="learnable", dropout_rate=c.dropout,
@@ -49,7 +69,11 @@ class ImageEncoder(nn.Module):
         return (x - mean) / std
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, C, *img_size) -> tokens (B, N_patches, D), mask (B, N_patches) all True."""
+        """(B, C, *img_size) -> tokens (B, N, D), mask (B, N) all True; N = patches (vit) or prod(grid) (cnn)."""
+        if self.config.arch == "cnn":
+            h = self.pool(self.cnn(self.normalise(x)))  # (B, ch, *grid)
+            tokens = self.proj(h.flatten(2).transpose(1, 2)) + self.pos  # (B, N, D)
+            return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         tokens = self.patches(self.normalise(x))  # (B, N, D)
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         tokens, _ = self.transformer(tokens, mask)

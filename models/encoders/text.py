@@ -1,5 +1,11 @@
-"""Notes encoder: a BERT built from BertConfig (no pretrained weights), and a WordPiece tokenizer trained on the
-corpus with `tokenizers`, wrapped as a PreTrainedTokenizerFast. Both save and load from a local folder, offline."""
+"""Notes encoder: a BERT built from BertConfig (no pretrained weights; `arch: bert`) or a recurrent bag of words
+(`arch: gru`), and a WordPiece tokenizer trained on the corpus with `tokenizers`, wrapped as a PreTrainedTokenizerFast.
+Both save and load from a local folder, offline.
+
+Why the GRU: what a clinical note says is which symptoms it reports and which it denies ("denies cough or chest
+pain"); a forward GRU over token embeddings carries the negation scope along a sentence, and mean + max pooling over
+its outputs is a bag of (negation-aware) words. It trains from a few hundred notes where a BERT from scratch does not.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ class TextEncoderConfig:
     max_length: int = 64
     pad_token_id: int = 0
     dropout: float = 0.0
+    arch: str = "bert"  # "bert": tokens per word piece | "gru": 2 tokens (mean- and max-pooled GRU states)
 
 
 class TextEncoder(nn.Module):
@@ -34,6 +41,14 @@ class TextEncoder(nn.Module):
         super().__init__()
         self.config = config
         c = config
+        if c.arch == "gru":
+            self.embed = nn.Embedding(c.vocab_size, c.width, padding_idx=c.pad_token_id)
+            self.drop = nn.Dropout(c.dropout)
+            self.gru = nn.GRU(c.width, c.width, batch_first=True)
+            self.out = nn.Linear(2 * c.width, c.width)
+            self.kind = nn.Parameter(torch.zeros(2, c.width))  # which pooling a token comes from
+            nn.init.normal_(self.kind, std=0.02)
+            return
         bert = BertConfig(vocab_size=c.vocab_size, hidden_size=c.width, num_hidden_layers=c.layers,
                           num_attention_heads=c.heads, intermediate_size=c.intermediate,
                           max_position_embeddings=c.max_length, pad_token_id=c.pad_token_id,
@@ -44,8 +59,22 @@ class TextEncoder(nn.Module):
         """(B, T) int64 token ids, [PAD]-padded -> tokens (B, T, D), mask (B, T) True where not [PAD]."""
         ids = ids[:, : self.config.max_length].long()
         mask = ids != self.config.pad_token_id
+        if self.config.arch == "gru":
+            return self._encode_gru(ids.clamp(0, self.config.vocab_size - 1), mask)
         tokens = self.bert(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # (B, T, D)
         return tokens, mask
+
+    def _encode_gru(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T) ids, (B, T) mask -> tokens (B, 2, D): mean and max over the note's words; mask (B, 2)."""
+        e = self.drop(self.embed(ids))  # (B, T, D)
+        h, _ = self.gru(e)  # (B, T, D): padding sits after the words, so it never feeds a word's state
+        h = self.out(torch.cat([e, h], -1))  # (B, T, D)
+        keep = mask.unsqueeze(-1)
+        mean = torch.where(keep, h, torch.zeros_like(h)).sum(1) / keep.sum(1).clamp(min=1)
+        big = torch.where(keep, h, torch.full_like(h, -1e4)).max(1).values
+        big = torch.where(keep.any(1), big, torch.zeros_like(big))
+        tokens = torch.stack([mean, big], 1) + self.kind  # (B, 2, D)
+        return tokens, mask.any(1, keepdim=True).expand(-1, 2)
 
     def lock(self) -> None:
         freeze(self)

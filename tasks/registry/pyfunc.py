@@ -39,7 +39,8 @@ def score(models: dict, records: pd.DataFrame, batch_size: int = 64) -> pd.DataF
 
     diagnosis, tokenizer = models["diagnosis"]
     n_omics = diagnosis.config.omics.n_features if diagnosis.config.omics is not None else None
-    data = SplitData(batch_from_records(records, tokenizer, n_omics))
+    max_length = diagnosis.config.notes.max_length if diagnosis.config.notes is not None else 64
+    data = SplitData(batch_from_records(records, tokenizer, n_omics, max_length))
     out = pd.DataFrame({"patient_id": records["patient_id"].astype(str).to_numpy()})
     with torch.no_grad():
         dx = predict(diagnosis, data, batch_size)

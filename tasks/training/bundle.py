@@ -37,6 +37,7 @@ class LoraSettings:
     alpha: int = 16
     dropout: float = 0.0
     target_modules: str = LORA_TARGETS
+    full: bool = False  # train every parameter instead (no adapters): the "adapter" file then holds the whole model
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -84,11 +85,16 @@ def backbone_sha256(directory: Path) -> str:
 
 # ------------------------------------------------------------------------------------------------ adapters
 def add_lora(model: MultimodalModel, task: str, lora: LoraSettings) -> MultimodalModel:
-    """Freeze the backbone, inject LoRA adapters (peft) and unfreeze the task's head: only those train."""
+    """Freeze the backbone, inject LoRA adapters (peft) and unfreeze the task's head: only those train (or, with
+    `full`, train every parameter: the stronger recipe when labels are plentiful, measured in bench/quality.py)."""
     from peft import LoraConfig, inject_adapter_in_model
 
     if task not in HEADS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(HEADS)}")
+    if lora.full:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
     for p in model.parameters():
         p.requires_grad_(False)
     if lora.r > 0:

@@ -36,7 +36,7 @@ AGE_BANDS = ((0, "<40"), (40, "40-59"), (60, "60-79"), (80, "80+"))
 class DatasetConfig:
     max_lab_tokens: int = 64  # earliest labs first; more are dropped (T of labs (T, 3))
     note_kinds: tuple[str, ...] = ("clinical_note",)  # radiology reports restate the findings: not an input here
-    max_text_length: int = 64  # tokenizer truncation; the tiny text encoder has 64 positions
+    max_text_length: int = 320  # tokenizer truncation; clinical notes are ~200 word pieces (95th centile ~270)
     labs_catalogue: Path = ROOT / "data_contracts" / "labs.yaml"
     genes: tuple[str, ...] | None = None  # the model's gene panel, in its order (scoring new data); None: this data's
 

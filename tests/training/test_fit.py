@@ -85,8 +85,23 @@ def test_lora_trains_only_adapters_and_the_task_head(split):
     # (~1e-8) is all they may move
     changed = {k for k, v in after.items() if k not in before or not torch.allclose(before[k], v, atol=1e-6)}
     assert changed and all("lora_" in k or k.startswith("multiclass.") for k in changed), sorted(changed)[:5]
-    assert any("fusion" in k for k in changed) and any("notes" in k for k in changed)
+    assert any("fusion" in k for k in changed)  # tiny's notes encoder is a GRU: no attention projections to adapt
     assert tuned.trainable_params < 0.05 * tuned.total_params
+
+
+def test_full_fine_tuning_trains_everything_and_round_trips(split, tmp_path):
+    from tasks.training.bundle import backbone_sha256
+
+    data, tokenizer = split
+    backbone = _model(data)
+    save_backbone(tmp_path / "backbone", backbone, tokenizer, {"model": "tiny"})
+    tuned = finetune(copy.deepcopy(backbone), data, "diagnosis", TrainConfig(steps=2, lr=1e-2, warmup_steps=1),
+                     lora=LoraSettings(full=True))
+    assert tuned.trainable_params == tuned.total_params
+    save_adapter(tmp_path / "dx", tuned.model, "diagnosis", LoraSettings(full=True),
+                 {"backbone": {"sha256": backbone_sha256(tmp_path / "backbone")}})
+    loaded, _, _ = load_adapter(tmp_path / "dx", tmp_path / "backbone")
+    assert np.allclose(predict(loaded, data)["class_probs"], predict(tuned.model, data)["class_probs"], atol=1e-6)
 
 
 def test_backbone_and_adapter_round_trip_offline_and_refuse_another_backbone(split, tmp_path, monkeypatch):

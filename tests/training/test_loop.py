@@ -22,7 +22,7 @@ def test_loss_falls_on_a_fixed_batch():
     cfg = TrainConfig(steps=20, lr=3e-3, warmup_steps=2, objective="diagnosis")
     result = train(tiny(), SyntheticBatches(batch_size=4, fixed=True), cfg)
     assert result.step == 20 and len(result.losses) == 20
-    assert sum(result.losses[-3:]) / 3 < 0.5 * sum(result.losses[:3]) / 3
+    assert sum(result.losses[-3:]) / 3 < 0.7 * sum(result.losses[:3]) / 3
 
 
 def test_pretrain_objective_runs_and_is_finite():
