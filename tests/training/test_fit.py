@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.training.bundle import (BundleError, LoraSettings, load_adapter, load_backbone, save_adapter,
-                                   save_backbone)
+from tasks.training.bundle import BundleError, LoraSettings, load_adapter, load_backbone, save_adapter, save_backbone
 from tasks.training.data import EpochBatches, label_fraction, load_split, risk_labels
 from tasks.training.fit import corpus_tokenizer, finetune, from_scratch, new_model, predict, pretrain
 from tasks.training.loop import TrainConfig
