@@ -204,6 +204,17 @@ def _render_demo(r: dict) -> None:
         if "bayes_auroc_same_patients" in ev:
             table.add_row("Bayes (generator posterior)", "auroc_macro", f"{ev['bayes_auroc_same_patients']}", "")
         con.print(table)
+    gov = r.get("governance")
+    if gov:
+        con.print(f"registry: {gov['registered']}; promotion to champion: {gov['promotion']['decision']}"
+                  + (f" ({gov['promotion'].get('reasons')})" if gov["promotion"].get("reasons") else ""))
+        mon = gov.get("monitoring")
+        if mon:
+            sites = ", ".join(mon["flagged_sites"]) or "no site"
+            con.print(f"monitoring the shifted extract: {mon['status']} at {sites}; retraining trigger: "
+                      f"{mon['retrain'] or 'not needed'}")
+        audit = gov["audit"]
+        con.print(f"audit report: {'complete' if audit['complete'] else 'GAPS: ' + '; '.join(audit['gaps'])}")
     con.print(f"stages run: {', '.join(r['stages'])} in {r['seconds']} s")
     for label, path in r["where"].items():
         con.print(f"  {label}: {path}")

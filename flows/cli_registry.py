@@ -128,19 +128,18 @@ def predict(
 @_mlflow_errors
 def audit_report(
     model: Annotated[str, typer.Argument(help="NAME@alias or NAME/VERSION.")],
-    out: Annotated[Path | None, typer.Option(help="Folder for audit.md and audit.html (default data/reports/audit).")]
+    out: Annotated[Path | None, typer.Option(help="Folder for the audit report (.md and .html; default data/audit).")]
     = None,
     workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug: DebugOpt = False,
 ) -> None:
     """One report from each raw extract's sha256 to today's alias: ledger, de-identification, contracts, dataset
     version, training runs, evaluation, registration, approvals, monitoring; exit 1 if the chain has gaps."""
-    from tasks.registry.audit_report import write_audit
-
     from tasks import tracking
+    from tasks.registry.audit_report import write_audit
 
     root = use_workspace(workspace)
     tracking.configure(root)
-    result = write_audit(root, model, out or root / "data" / "reports" / "audit")
+    result = write_audit(root, model, out or root / "data" / "audit")
     emit_result = {k: str(v) if isinstance(v, Path) else v for k, v in result.items()}
     from flows.cli import emit
 
@@ -148,3 +147,36 @@ def audit_report(
         f"audit report: {r['html']} ({'complete' if r['complete'] else 'GAPS: ' + '; '.join(r['gaps'])})"))
     if not result["complete"]:
         raise typer.Exit(1)
+
+
+@app.command()
+@command
+@_mlflow_errors
+def monitor(
+    source: Annotated[Path, typer.Argument(help="A new extract folder (dicom/, fhir/, omics/ per site).")],
+    model: Annotated[str, typer.Option("--model", help="NAME@alias or NAME/VERSION.")] = "mmfm-multimodal@champion",
+    workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Drift of a new extract against the champion's training data, per feature group and site; exit 3 on drift
+    (after firing the retraining trigger, at most once per cooldown)."""
+    root = use_workspace(workspace)
+    _threads()
+
+    def render(r: dict) -> None:
+        con = _console(stderr=False)
+        con.print(f"{r['extract']}: {r['status'].upper()} for {r['model_version']} ({r['current']['patients']} "
+                  f"patients vs {r['reference']['patients']} held-out patients of the training data)")
+        tab, emb = r["tabular"], r["embedding"]
+        con.print(f"  tabular ({tab.get('test')}, {tab.get('correction')}, per-test threshold "
+                  f"{tab.get('threshold'):.2e}): drifted sites {tab.get('drifted_sites') or 'none'}")
+        con.print(f"  embeddings (MMD, threshold {emb.get('threshold'):.2e}): drifted "
+                  f"{emb.get('drifted_sites') or 'none'}")
+        con.print(f"  performance: {r['performance']}")
+        if r.get("retrain"):
+            con.print(f"  retraining trigger: {r['retrain'].get('status')}")
+        con.print(f"  report: {r['report']}")
+
+    result = _run_flow("flows.monitor", "monitor_flow", as_json, debug, render, workspace=root, source=source,
+                       model=model)
+    if result["status"] == "drift":
+        raise typer.Exit(3)

@@ -51,6 +51,51 @@ def _evaluation(path: Path) -> dict | None:
     return out
 
 
+SHIFTED_SITE = "site-b"
+
+
+def _govern(ws, cfg: SynthConfig, patients: int, say: Callable[[str], None]) -> dict:
+    """register -> promote (a demo approver, through the gate) -> monitor a shifted extract -> audit report."""
+    from flows.monitor import monitor_flow
+    from flows.registry import PromotionRefused, promote_flow, register_flow
+    from tasks.registry.audit_report import write_audit
+
+    reg = register_flow(workspace=ws.root)
+    model = f"{reg['name']}/{reg['version']}"
+    say(f"registered {model} ({'already registered' if reg.get('already_registered') else 'new version'})")
+    out: dict = {"registered": model}
+    import mlflow
+
+    try:
+        current = str(mlflow.MlflowClient().get_model_version_by_alias(reg["name"], "champion").version)
+    except mlflow.exceptions.MlflowException:
+        current = None
+    if current == str(reg["version"]):
+        out["promotion"] = {"decision": "already champion"}
+    else:
+        try:
+            promo = promote_flow(workspace=ws.root, model=model, alias="champion", approver="demo-approver",
+                                 reason="mmfm demo: the workspace's model after evaluation")
+            out["promotion"] = {k: promo[k] for k in ("decision", "approver", "reason")}
+        except PromotionRefused as exc:
+            out["promotion"] = {"decision": "refused", "reasons": str(exc)}
+    say(f"promotion to champion: {out['promotion']['decision']}")
+    shifted = ws.root / "incoming" / f"shifted-{SHIFTED_SITE}"
+    if not (shifted / "truth").exists():
+        generate(shifted, SynthConfig(patients=max(90, patients // 2), sites=cfg.sites, seed=cfg.seed + 1,
+                                      missing_rate=cfg.missing_rate, shift=SHIFTED_SITE))
+    if out["promotion"]["decision"] in ("approved", "already champion"):
+        mon = monitor_flow(workspace=ws.root, source=shifted, model=f"{reg['name']}@champion")
+        out["monitoring"] = {"extract": str(shifted), "status": mon["status"], "flagged_sites": mon["flagged_sites"],
+                             "retrain": (mon.get("retrain") or {}).get("status"), "report": mon["report"]}
+        say(f"monitoring {shifted.name}: {mon['status']} {mon['flagged_sites'] or ''}")
+    audited = f"{reg['name']}@champion" if "monitoring" in out else model
+    audit = write_audit(ws.root, audited, ws.root / "data" / "audit")
+    out["audit"] = {"html": str(audit["html"]), "complete": audit["complete"], "gaps": audit["gaps"]}
+    out["model_card"] = f"MLflow: models:/{model} artifacts card/model_card.html"
+    return out
+
+
 def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | None = None,
              say: Callable[[str], None] = lambda _: None) -> dict:
     t0 = time.perf_counter()
@@ -88,6 +133,8 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
         f"up to date: {', '.join(trained['skipped']) or 'none'}")
     stages += [name if name in trained["ran"] else f"{name} (up to date)" for name in MODEL_STAGES]
     evaluation = _evaluation(ws.models / "evaluation" / "evaluation.json")
+    governance = _govern(ws, cfg, patients, say)
+    stages += ["register", "promote", "monitor"]
     return {
         "workspace": str(ws.root),
         "stages": stages,
@@ -99,6 +146,7 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
         "dataset_version": published["dataset_version"] if published else None,
         "bayes": bayes_report(load_truth(cohort)),
         "evaluation": evaluation,
+        "governance": governance,
         "where": {
             "extracts (one folder per site: dicom/, fhir/, omics/)": str(cohort),
             "ground truth (never an input)": str(cohort / "truth" / "patients.tsv"),
@@ -108,6 +156,9 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
             "curated tables (DVC-versioned)": str(ws.curated),
             "backbone, adapters, evaluation (DVC-versioned)": str(ws.models),
             "MLflow UI": f"mlflow ui --backend-store-uri sqlite:///{ws.state / 'mlflow.db'}  (then http://127.0.0.1:5000)",
+            "model card": governance["model_card"],
+            "drift report": (governance.get("monitoring") or {}).get("report"),
+            "audit report": governance["audit"]["html"],
             "lineage": f"mmfm lineage data/curated -w {ws.root}; mmfm audit verify -w {ws.root}",
             "Prefect UI": f"PREFECT_HOME={ws.state / 'prefect'} prefect server start  (then http://127.0.0.1:4200)",
             "stage parameters": str(ws.params_file),

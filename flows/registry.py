@@ -71,11 +71,36 @@ def _stage_artifacts(ws: Workspace, staging: Path, name: str) -> dict:
     shutil.copytree(ws.models / "backbone", staging / "bundle" / "backbone")
     shutil.copytree(ws.models / "finetuned", staging / "bundle" / "finetuned")
     shutil.copytree(ws.models / "evaluation", staging / "evaluation")
+    if (ws.reports / "validation.json").exists():  # the contract results of the data it was trained on, hashed too
+        (staging / "governance").mkdir()
+        shutil.copy2(ws.reports / "validation.json", staging / "governance" / "validation.json")
     markdown, html = render_model_card(_card(ws, evaluation, read_meta(ws.models / "backbone"), name))
     (staging / "card").mkdir()
     (staging / "card" / "model_card.md").write_text(markdown)
     (staging / "card" / "model_card.html").write_text(html)
     return evaluation
+
+
+def input_example(shapes_from) -> pd.DataFrame:  # noqa: F821 - pandas is imported lazily
+    """Two records with the real inputs' shapes and no patient's values: a registered model ships no patient data
+    (a de-identified note still carries free text and shifted dates). Blank images, one lab, a neutral sentence."""
+    import pandas as pd
+    import torch
+
+    from tasks.registry.records import COLUMNS, records_from_split
+    from tasks.training.data import SplitData
+
+    first = shapes_from.take([0])
+    blank = {k: torch.zeros_like(v) for k, v in first.tensors.items() if k in ("image_3d", "image_2d")}
+    mask = torch.zeros_like(first.tensors["mask"])
+    for i, name in enumerate(("image_3d", "image_2d")):
+        mask[:, i] = name in blank
+    images = records_from_split(SplitData({**blank, "mask": mask}, {"patient_id": ["example-2"]}))
+    rows = [{"patient_id": "example-1", "image_3d": None, "image_2d": None, "labs": "[[0, 12.5, 0.0]]",
+             "notes": "Cough and fever for three days.", "omics": None},
+            {"patient_id": "example-2", "image_3d": images["image_3d"][0], "image_2d": images["image_2d"][0],
+             "labs": None, "notes": None, "omics": None}]
+    return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
 def _contracts_passed(ws: Workspace) -> bool:
@@ -141,7 +166,6 @@ def register_flow(workspace: Path, name: str = DEFAULT_NAME, alias: str = "chall
     from tasks.registry.integrity import hash_tree, manifest_tags
     from tasks.registry.phi_scan import scan_artifacts
     from tasks.registry.pyfunc import MultimodalPyfunc, load_bundle, score
-    from tasks.registry.records import records_from_split
     from tasks.training.bundle import load_backbone
     from tasks.training.data import load_split
 
@@ -162,7 +186,7 @@ def register_flow(workspace: Path, name: str = DEFAULT_NAME, alias: str = "chall
                     "artifacts": None, "phi_findings": None, "mlflow_run_id": None, "lineage_event": None}
         findings = scan_artifacts(staging)
         _, tokenizer, bmeta = load_backbone(ws.models / "backbone")
-        example = records_from_split(load_split(ws.curated, "test", tokenizer).take(range(2)))
+        example = input_example(load_split(ws.curated, "test", tokenizer).take(range(2)))
         output = score(load_bundle(staging / "bundle"), example)
         tags = {**tracking.run_tags(ws.root, "register", facts),
                 f"{T}evaluation_run_id": str(evaluation.get("mlflow_run_id"))}
@@ -170,8 +194,8 @@ def register_flow(workspace: Path, name: str = DEFAULT_NAME, alias: str = "chall
                               tags=tags) as run:
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=MultimodalPyfunc(),
-                artifacts={"bundle": str(staging / "bundle"), "evaluation": str(staging / "evaluation"),
-                           "card": str(staging / "card")},
+                artifacts={name: str(staging / name) for name in ("bundle", "evaluation", "card", "governance")
+                           if (staging / name).exists()},
                 signature=infer_signature(example, output), input_example=example, pip_requirements=PIP)
             mlflow.log_artifact(str(staging / "card" / "model_card.html"), artifact_path="card")
         mv = mlflow.register_model(info.model_uri, name, tags=tags)
@@ -208,25 +232,34 @@ def register_flow(workspace: Path, name: str = DEFAULT_NAME, alias: str = "chall
 
 
 def candidate_from(client, name: str, version: str, scratch: Path):
-    """The gate's facts about one version: its tags, plus a fresh hash check and PHI scan of its artifacts."""
+    """The gate's facts about one version, read from its artifacts after they passed the hash check (tags are
+    editable by anyone with EDIT; the hashed artifacts are not): evaluation report, backbone meta, contract results;
+    plus a PHI scan of everything it ships."""
+    from tasks.evaluation.assess import subgroup_primary
     from tasks.registry.gate import Candidate
     from tasks.registry.integrity import IntegrityError
     from tasks.registry.phi_scan import scan_artifacts
 
-    tags = client.get_model_version(name, version).tags
     try:
         local = download_verified(f"{name}/{version}", scratch / f"v{version}")
-        integrity, findings = True, scan_artifacts(local)
     except IntegrityError:
-        integrity, findings = False, []
-    contracts = tags.get(f"{T}contracts_passed")
-    return Candidate(name=name, version=str(version), metrics=json.loads(tags.get(f"{T}metrics", "{}")),
-                     evaluated_split=tags.get(f"{T}evaluated_split"),
-                     evaluated_dataset_version=tags.get(f"{T}evaluated_dataset_version"),
-                     trained_dataset_version=tags.get(f"{T}trained_dataset_version"),
-                     subgroup_metrics=json.loads(tags.get(f"{T}subgroups", "{}")),
-                     contracts_passed=None if contracts is None else contracts == "true",
-                     phi_findings=findings, artifact_integrity_ok=integrity)
+        return Candidate(name=name, version=str(version), artifact_integrity_ok=False)
+
+    def read(relative: str) -> dict:
+        found = sorted(local.rglob(relative))
+        return json.loads(found[0].read_text()) if found else {}
+
+    evaluation = read("evaluation/evaluation.json")
+    diag = (evaluation.get("tasks") or {}).get("diagnosis") or {}
+    validation = read("governance/validation.json")
+    metrics = {k: v["value"] for k, v in (diag.get("metrics") or {}).items() if v.get("value") is not None}
+    return Candidate(name=name, version=str(version), metrics=metrics,
+                     evaluated_split=evaluation.get("split"),
+                     evaluated_dataset_version=evaluation.get("dataset_version"),
+                     trained_dataset_version=read("bundle/backbone/meta.json").get("dataset_version"),
+                     subgroup_metrics=subgroup_primary(diag) if diag else {},
+                     contracts_passed=None if not validation else validation.get("blocked") is False,
+                     phi_findings=scan_artifacts(local), artifact_integrity_ok=True)
 
 
 def _history(client, name: str, alias: str) -> list[str]:

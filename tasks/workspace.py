@@ -31,6 +31,14 @@ DEFAULT_PARAMS = {
                  "lr": 0.003, "weight_decay": 0.01, "warmup_steps": 20, "seed": 0, "eval_every": 20,
                  "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "full": False}},
     "evaluate": {"n_boot": 200, "min_group": 20, "baselines": True, "baseline_steps": 300, "gradcam_patients": 4},
+    # drift monitoring (flows/monitor.py): family-wise false-alarm rate, smallest site tested, retrain cooldown
+    "monitor": {"alpha": 0.05, "min_rows": 30, "min_reference_rows": 20, "n_permutations": 200,
+                "performance_tolerance": 0.1, "cooldown_hours": 24, "max_rows": None},
+    # the promotion gate (tasks/registry/gate.py): a candidate must match the champion within `tolerance` on the
+    # primary metric and keep the gap between subgroups (sex, age band, site) of at least min_group patients under
+    # max_subgroup_gap
+    "promote": {"primary_metric": "auroc_macro", "higher_is_better": True, "tolerance": 0.01,
+                "max_subgroup_gap": 0.15, "required_split": "test"},
 }
 
 GITIGNORE = """\
@@ -38,7 +46,12 @@ GITIGNORE = """\
 /.mmfm/
 # raw extracts and landed copies hold PHI: never in git (content-addressed under data/landing, hashes in the ledger)
 /extracts/
+/incoming/
 /data/landing/
+# scoring outputs, monitoring and audit reports: recorded in the ledger with their sha256
+/data/predictions/
+/data/monitoring/
+/data/audit/
 """
 
 

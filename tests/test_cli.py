@@ -75,8 +75,12 @@ def test_demo_runs_and_reports_limits(tmp_path, prefect_api, monkeypatch):
     res = runner.invoke(app, ["demo", "--patients", "20", "--workspace", str(ws), "--json"])
     assert res.exit_code == 0, res.output
     out = _last_json(res.stdout)
-    assert out["stages"] == ["synth", "ingest", "validate", "version", "pretrain", "finetune", "evaluate"]
+    assert out["stages"] == ["synth", "ingest", "validate", "version", "pretrain", "finetune", "evaluate",
+                             "register", "promote", "monitor"]
     assert set(out["evaluation"]["tasks"]) == {"diagnosis", "risk", "survival"}
+    gov = out["governance"]
+    assert gov["registered"] == "mmfm-multimodal/1" and gov["promotion"]["decision"] == "approved"
+    assert gov["monitoring"]["status"] in ("ok", "drift") and gov["audit"]["complete"] is True, gov
     assert out["dataset_version"]
     assert out["pseudonym_key"]["created"] is True
     assert oct(Path(out["pseudonym_key"]["path"]).stat().st_mode & 0o777) == "0o600"
@@ -86,7 +90,10 @@ def test_demo_runs_and_reports_limits(tmp_path, prefect_api, monkeypatch):
     assert Path(out["cohort"], "truth", "patients.tsv").exists()
     again = _last_json(runner.invoke(app, ["demo", "--patients", "20", "--workspace", str(ws), "--json"]).stdout)
     assert again["stages"] == ["synth (reused: same parameters)", "ingest (up to date)", "validate (up to date)",
-                               "pretrain (up to date)", "finetune (up to date)", "evaluate (up to date)"]
+                               "pretrain (up to date)", "finetune (up to date)", "evaluate (up to date)",
+                               "register", "promote", "monitor"]
+    assert again["governance"]["registered"] == "mmfm-multimodal/1"  # nothing registered twice
+    assert again["governance"]["promotion"]["decision"] == "already champion"
 
 
 def test_lineage_and_audit_verify_on_the_demo_workspace(tmp_path, prefect_api, monkeypatch):

@@ -105,7 +105,8 @@ def classifier_two_sample_test(ref: np.ndarray, cur: np.ndarray, seed: int = 0, 
 
 def embedding_drift(ref_embeddings: Mapping[str, np.ndarray], cur_embeddings: Mapping[str, np.ndarray],
                     cur_sites: Mapping[str, Sequence[str]] | Sequence[str] | None = None, alpha: float = 0.05,
-                    n_permutations: int = 200, seed: int = 0, min_rows: int = 30, max_rows: int = 1000) -> dict:
+                    n_permutations: int = 200, seed: int = 0, min_rows: int = 30, max_rows: int = 1000,
+                    ref_sites: Mapping[str, Sequence[str]] | None = None, min_ref_rows: int = 20) -> dict:
     """MMD tests per modality (all current rows, then each site vs the whole reference), Bonferroni-corrected.
 
     Args:
@@ -114,6 +115,9 @@ def embedding_drift(ref_embeddings: Mapping[str, np.ndarray], cur_embeddings: Ma
             modality (when each modality has the same rows). None: no per-site breakdown.
         alpha: family-wise false-alarm rate over all tests of this call.
         min_rows: sites (and modalities) with fewer current rows are "insufficient", not tested.
+        ref_sites: the site of every reference row, per modality. A site is then compared with the same site's
+            reference rows (when it has at least `min_ref_rows`), not with all sites pooled: modalities with a site
+            style (scanners, note templates) differ between sites without drifting.
 
     Returns:
         JSON-serialisable dict: alpha, correction, family_size, threshold, n_permutations used, drifted,
@@ -133,9 +137,17 @@ def embedding_drift(ref_embeddings: Mapping[str, np.ndarray], cur_embeddings: Ma
         ref = ref_embeddings[mod]
         cur = np.asarray(cur_embeddings[mod])
         tests = {}
+        ref_labels = None if ref_sites is None or mod not in ref_sites else np.array([str(x) for x in ref_sites[mod]])
         for scope, rows in p["tests"].items():
-            res = mmd_test(ref, cur[rows], n_permutations=perms, seed=seed, max_rows=max_rows)
-            tests[scope] = {**res, "n": int(len(rows)), "drifted": res["p_value"] <= threshold}
+            same = None if scope is None or ref_labels is None else np.flatnonzero(ref_labels == scope)
+            if same is not None and 0 < len(same) < min_ref_rows:  # too few of its own to compare with
+                tests[scope] = {"status": "insufficient reference", "n": int(len(rows)), "n_ref": int(len(same)),
+                                "drifted": False}
+                continue
+            basis = ref[same] if same is not None and len(same) else ref  # a site new to the reference: vs all
+            res = mmd_test(basis, cur[rows], n_permutations=perms, seed=seed, max_rows=max_rows)
+            tests[scope] = {**res, "n": int(len(rows)), "drifted": res["p_value"] <= threshold,
+                            "reference": "all sites" if basis is ref else "same site"}
         sites = {s: tests.get(s, {"status": "insufficient", "n": n, "drifted": None}) for s, n in p["sites"].items()}
         result[mod] = {"status": "tested", "drifted": any(t["drifted"] for t in tests.values()),
                        "n_ref": p["n_ref"], "n_cur": p["n_cur"], "overall": tests[None], "sites": sites}

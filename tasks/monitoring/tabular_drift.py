@@ -35,7 +35,7 @@ UNKNOWN_SITE = "unknown"
 def tabular_drift(reference: pd.DataFrame, current: pd.DataFrame, feature_groups: dict[str, list[str]],
                   site_column: str | None = "site", alpha: float = 0.05, html_path: Path | None = None,
                   min_rows: int = 30, categorical: list[str] | None = None, max_rows: int | None = None,
-                  seed: int = 0) -> dict:
+                  seed: int = 0, same_site_min: int | None = None) -> dict:
     """Test every feature of `feature_groups` for drift, over all current rows and per site (each vs all reference).
 
     Args:
@@ -48,6 +48,8 @@ def tabular_drift(reference: pd.DataFrame, current: pd.DataFrame, feature_groups
         min_rows: sites (and a whole extract) with fewer rows are "insufficient", not tested.
         categorical: columns to treat as categorical even if numeric (e.g. coded sex); non-numeric and bool
             columns are categorical anyway.
+        same_site_min: if set, a site with at least this many reference rows is compared with its own reference
+            rows (sites differ by case mix and style without drifting); others with the whole reference.
         max_rows: if set, test a seeded random sample of at most this many rows of the reference and of each
             scope (all rows, each site); the scope's "n" stays its full size, features' "n" count tested values.
 
@@ -67,7 +69,15 @@ def tabular_drift(reference: pd.DataFrame, current: pd.DataFrame, feature_groups
     ctx = _Context(reference, ref_cols, kinds, threshold, min_rows, max_rows, seed)
 
     overall = ctx.scope(current, feature_groups, html_path)
-    by_site = {site: ctx.scope(rows, feature_groups, None) for site, rows in sites.items()}
+    by_site = {}
+    for site, rows in sites.items():
+        own = reference[reference[site_col] == site] if same_site_min and site_col in reference.columns else None
+        if own is not None and len(own) >= same_site_min:
+            mine = _Context(own, [f for f in features if _valid_count(own, f) > 0], kinds, threshold, min_rows,
+                            max_rows, seed)
+            by_site[site] = {**mine.scope(rows, feature_groups, None), "reference": "same site"}
+        else:
+            by_site[site] = {**ctx.scope(rows, feature_groups, None), "reference": "all sites"}
     drifted_sites = sorted(s for s, r in by_site.items() if r["drifted"])
     return {
         "test": TESTS, "alpha": alpha, "correction": "bonferroni", "family_size": family, "threshold": threshold,

@@ -37,6 +37,9 @@ DECISION_FIELDS = ("decision", "alias", "approver", "reason", "at", "reasons", "
 VERSION_TAGS = ("dataset_version", "trained_dataset_version", "evaluated_dataset_version", "evaluated_split",
                 "contract_versions", "curated_md5", "code_version", "evaluation_run_id", "lineage_event",
                 "contracts_passed", "phi_findings", "metrics", "primary")
+JSON_TAGS = frozenset({"contract_versions", "contracts_passed", "phi_findings", "metrics", "primary"})
+SHOWN_STAGES = ("ingest", "validate", "version", "pretrain", "finetune", "evaluate", "register", "promote",
+                "rollback")
 
 
 # --- small helpers --------------------------------------------------------------------------------------------------
@@ -115,10 +118,11 @@ def _registry(client, name: str, version: str, gaps: list[str]) -> dict:
     except IntegrityError as err:
         manifest = {}
         gaps.append(f"The artifact manifest in the version's tags is unusable: {err}.")
+    picked = {k: _json(tags.get(f"{T}{k}")) if k in JSON_TAGS else tags.get(f"{T}{k}") for k in VERSION_TAGS}
     history = {k.removeprefix(f"{T}alias_history."): _json(v) for k, v in rm.tags.items()
                if k.startswith(f"{T}alias_history.")}
     return {"name": name, "version": str(version), "created": _iso(mv.creation_timestamp), "run_id": mv.run_id,
-            "status": str(mv.status), "tags": {k: _json(tags.get(f"{T}{k}")) for k in VERSION_TAGS},
+            "status": str(mv.status), "tags": picked,
             "manifest": {"sha256": tags.get(f"{T}sha256.manifest"), "files": len(manifest), "hashes": manifest},
             "decisions": _decisions(tags), "aliases_now": {a: str(v) for a, v in dict(rm.aliases).items()},
             "alias_history": history}
@@ -201,7 +205,15 @@ def _check_chain(graph: dict, chain: list[Event], gaps: list[str]) -> None:
 def _related(events: list[Event], reg: dict, dataset_version: str | None) -> list[Event]:
     ref = f"{reg['name']}/{reg['version']}"
     return [e for e in events if (e.stage == "version" and e.facts.get("dataset_version") == dataset_version)
-            or (e.stage in ("promote", "rollback") and e.facts.get("model_version") == ref)]
+            or (e.stage in ("promote", "rollback") and e.facts.get("model_version") == ref)
+            or (e.stage == "rollback" and str(e.facts.get("from_version")) == reg["version"])]
+
+
+def _rolled_away(related: list[Event], version: str) -> list[dict]:
+    """Rollbacks that took an alias away from this version: their tag sits on the version that got it back."""
+    return [{"decision": "rolled back away from this version", "stamp": "",
+             **{k: e.facts.get(k) for k in DECISION_FIELDS if k != "decision"}} for e in related
+            if e.stage == "rollback" and str(e.facts.get("from_version")) == version]
 
 
 # --- evidence -------------------------------------------------------------------------------------------------------
@@ -395,6 +407,7 @@ def build_audit(root: Path, model_ref: str) -> dict:
     dataset_version = reg["tags"]["dataset_version"]
     related = _related(events, reg, dataset_version)
     _check_registration(reg, root_event, chain, [e for e in related if e.stage != "version"], gaps)
+    reg["decisions"] = sorted(reg["decisions"] + _rolled_away(related, version), key=lambda d: d.get("at") or "")
     run_ids = [("pretrain", e.facts.get("mlflow_run_id")) for e in chain if e.stage == "pretrain"]
     run_ids += [("finetune", r) for e in chain if e.stage == "finetune"
                 for r in (e.facts.get("mlflow_run_ids") or {}).values()]
@@ -444,8 +457,8 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _table(caption: str, headers: list[str], rows: list[list[Any]]) -> dict:
-    return {"caption": caption, "headers": headers, "rows": [[_fmt(c) for c in r] for r in rows]}
+def _table(caption: str, headers: list[str], rows: list[list[Any]], empty: str = NR) -> dict:
+    return {"caption": caption, "headers": headers, "rows": [[_fmt(c) for c in r] for r in rows], "empty": empty}
 
 
 def _event_tables(audit: dict, stages: tuple[str, ...]) -> list[dict]:
@@ -455,14 +468,15 @@ def _event_tables(audit: dict, stages: tuple[str, ...]) -> list[dict]:
     files = [[e["event_id"][:12], d, a["uri"], a["sha256"]] for e in events
              for d, key in (("read", "inputs"), ("wrote", "outputs")) for a in e[key]]
     return [_table(f"Ledger events ({', '.join(stages)})", EVENT_HEADERS, rows),
-            _table("Artifacts they read and wrote", ARTIFACT_HEADERS, files)]
+            _table("Artifacts they read and wrote", ARTIFACT_HEADERS, files, "none recorded")]
 
 
 def _run_tables(audit: dict, stages: tuple[str, ...], caption: str) -> list[dict]:
     runs = [r for r in audit["runs"] if r["stage"] in stages]
     head = [[r["stage"], r["run_id"], r["name"], r["status"], r["start"], r["tags"].get("code_version"),
              r["tags"].get("dataset_version")] for r in runs]
-    detail = [[r["run_id"], r["params"], r["metrics"]] for r in runs]
+    detail = [[r["run_id"], r["params"] or "none", {k: v for k, v in r["metrics"].items() if ".ci_" not in k}]
+              for r in runs]  # CIs are in the evaluation section
     return [_table(caption, ["stage", "run id", "name", "status", "started", "code version", "dataset version"],
                    head), _table("Their parameters and final metrics", ["run id", "params", "metrics"], detail)]
 
@@ -491,7 +505,8 @@ def _sections_data(a: dict) -> list[dict]:
                  tables=[_table("Reports", ["report", "sha256", "profile", "DICOM files", "FHIR resources",
                                             "text fields", "actions", "text replacements", "burned-in flagged"],
                                 [[r["uri"], r["sha256"], r["profile"], r["dicom_files"], r["fhir_resources"],
-                                  r["text_fields"], r["actions"], r["text_replacements"], r["burned_in_flagged"]]
+                                  r["text_fields"], r["actions"] or "none", r["text_replacements"] or "none",
+                                  r["burned_in_flagged"]]
                                  for r in deid["reports"]])]),
         _section("3. Validation and data contracts", "" if val else NR,
                  items=[("Validation run", val.get("run_id")), ("Blocked", val.get("blocked")),
@@ -555,8 +570,8 @@ def _registration_section(a: dict) -> dict:
 
 def _decisions_section(a: dict) -> dict:
     reg = a["registration"]
-    rows = [[d["decision"], d["alias"], d.get("at"), d.get("approver"), d.get("reason"), d.get("reasons"),
-             d.get("champion_before") if d["decision"] != "rolled_back"
+    rows = [[d["decision"], d["alias"], d.get("at"), d.get("approver"), d.get("reason"), d.get("reasons") or "none",
+             d.get("champion_before") if not d["decision"].startswith("rolled")
              else f"{d.get('from_version')} to {d.get('to_version')}"] for d in reg["decisions"]]
     return _section(
         "8. Approvals, refusals and rollbacks",
@@ -579,6 +594,7 @@ def _monitoring_section(m: dict) -> dict:
 
 def _integrity_section(a: dict) -> dict:
     v = a["ledger"]["verify"]
+    others = tuple(sorted({e["stage"] for e in a["ledger"]["events"]} - set(SHOWN_STAGES)))
     return _section(
         "10. Integrity and completeness",
         "Every input of every event traces to an event that wrote it or to a raw extract; every event names its "
@@ -586,6 +602,7 @@ def _integrity_section(a: dict) -> dict:
         items=[("Complete", a["complete"]), ("Gaps", len(a["gaps"])), ("Ledger chain verifies", v["ok"]),
                ("Events checked", v["events_checked"]), ("Artifacts re-hashed", v["artifacts_checked"]),
                ("Ledger head", v["head"]), ("Ledger notes", v["notes"] or "none")],
+        tables=_event_tables(a, others) if others else [],
         bullets=[f"Gap: {g}" for g in a["gaps"]] + [f"Note: {n}" for n in a["notes"]])
 
 
@@ -605,7 +622,7 @@ From raw extract sha256 to today's alias; counts, hashes, ids and pseudonyms onl
 {% if t.rows %}| {{ t.headers|join(" | ") }} |
 |{% for h in t.headers %}---|{% endfor %}
 {% for r in t.rows %}| {{ r|join(" | ") }} |
-{% endfor %}{% else %}{{ NR }}
+{% endfor %}{% else %}{{ t.empty }}
 {% endif %}{% endfor %}{% if s.bullets %}
 {% for b in s.bullets %}- {{ b }}
 {% endfor %}{% endif %}{% endfor %}"""
@@ -627,7 +644,7 @@ From raw extract sha256 to today's alias; counts, hashes, ids and pseudonyms onl
 {% for t in s.tables %}{% if t.rows %}<table><caption>{{ t.caption }}</caption>
 <tr>{% for h in t.headers %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for r in t.rows %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>
-{% endfor %}</table>{% else %}<p><strong>{{ t.caption }}</strong>: {{ NR }}</p>{% endif %}
+{% endfor %}</table>{% else %}<p><strong>{{ t.caption }}</strong>: {{ t.empty }}</p>{% endif %}
 {% endfor %}{% if s.bullets %}<ul>{% for b in s.bullets %}<li class="bad">{{ b }}</li>{% endfor %}</ul>{% endif %}
 {% endfor %}</body></html>
 """

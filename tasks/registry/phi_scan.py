@@ -51,8 +51,20 @@ def scan_artifacts(directory: str | Path, known_identifiers: Iterable[str] = ())
         if lines is None:
             continue
         for number, line in enumerate(lines, 1):
-            findings.update(Finding(rel, number, kind) for kind in scan_line(line, known))
+            for window in _windows(line):
+                findings.update(Finding(rel, number, kind) for kind in scan_line(window, known))
     return sorted(findings)
+
+
+WINDOW, OVERLAP = 2048, 128  # identifiers are short; the overlap keeps one cut at a window edge visible
+
+
+def _windows(line: str) -> list[str]:
+    """A long line (base64 images in an MLflow input example run to megabytes) in overlapping windows, so the
+    patterns' cost stays linear in the file size instead of blowing up on one enormous line."""
+    if len(line) <= WINDOW:
+        return [line]
+    return [line[i:i + WINDOW] for i in range(0, len(line), WINDOW - OVERLAP)]
 
 
 def scan_line(line: str, known: re.Pattern[str] | None = None) -> set[str]:
