@@ -94,3 +94,35 @@ def test_admin_through_env_vars_registers_tags_and_promotes(server, monkeypatch,
     champion = client.get_model_version_by_alias("mmfm-env", "champion")
     assert champion.version == version.version
     assert manifest_from_tags(champion.tags) == hashes
+
+
+def test_the_cli_authenticates_through_env_and_the_server_refuses_readers_and_anonymous(
+        server, trained_workspace, tmp_path, monkeypatch):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    runner = CliRunner()
+    ws = tmp_path / "ws"
+    shutil.copytree(trained_workspace[0].root, ws, symlinks=True)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", server.admin_username)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", server.admin_password)
+    registered = runner.invoke(app, ["register", "--name", "mmfm-cli", "-w", str(ws), "--json"])
+    assert registered.exit_code == 0, registered.output
+    assert json.loads(registered.stdout.strip().splitlines()[-1])["version"] == "1"
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", READER[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", READER[1])
+    refused = runner.invoke(app, ["promote", "mmfm-cli/1", "--approver", "dr-x", "--reason", "r", "-w", str(ws)])
+    assert refused.exit_code == 1 and "MLflow refused" in refused.output
+    assert "403" in refused.output or "PERMISSION_DENIED" in refused.output, refused.output
+
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
+    anonymous = runner.invoke(app, ["register", "--name", "mmfm-cli", "-w", str(ws)])
+    assert anonymous.exit_code == 1 and "MLflow refused" in anonymous.output
+    assert "401" in anonymous.output or "nauthenticated" in anonymous.output or "credentials" in anonymous.output, \
+        anonymous.output
