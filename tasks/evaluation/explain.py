@@ -45,13 +45,14 @@ class _ImageOnly(nn.Module):
 
 
 def target_layer(wrapper: nn.Module, modality: str) -> str:
-    """Module path of the first convolution in `modality`'s encoder: the ViT's patch projection (MONAI
-    PatchEmbeddingBlock, proj_type="conv"), the last layer whose output still has a spatial grid."""
+    """Module path of the last convolution in `modality`'s encoder: the last layer whose output still has a spatial
+    grid (the CNN's last block; for the ViT its patch projection, MONAI PatchEmbeddingBlock with proj_type="conv")."""
     prefix = f"model.encoders.{modality}."
-    for name, module in wrapper.named_modules():
-        if name.startswith(prefix) and isinstance(module, nn.modules.conv._ConvNd):
-            return name
-    raise ValueError(f"no convolution in the {modality} encoder to attach Grad-CAM to")
+    convs = [name for name, module in wrapper.named_modules()
+             if name.startswith(prefix) and isinstance(module, nn.modules.conv._ConvNd)]
+    if not convs:
+        raise ValueError(f"no convolution in the {modality} encoder to attach Grad-CAM to")
+    return convs[-1]
 
 
 def _minmax(x: torch.Tensor) -> torch.Tensor:

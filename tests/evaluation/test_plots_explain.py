@@ -54,8 +54,11 @@ def test_roc_plot_tolerates_unlabelled_rows_and_missing_class(tmp_path, scores):
 @pytest.mark.parametrize("modality,spatial", [("image_2d", (64, 64)), ("image_3d", (16, 48, 48))])
 def test_gradcam_shape_range_and_model_left_unchanged(model, tmp_path, modality, spatial):
     batch = make_batch((modality,), b=2)
-    layer = target_layer(torch.nn.ModuleDict({"model": model}), modality)
-    assert layer == f"model.encoders.{modality}.patches.patch_embeddings"
+    wrapper = torch.nn.ModuleDict({"model": model})
+    layer = target_layer(wrapper, modality)
+    convs = [n for n, m in wrapper.named_modules()
+             if n.startswith(f"model.encoders.{modality}.") and isinstance(m, torch.nn.modules.conv._ConvNd)]
+    assert layer == convs[-1]  # the last spatial layer of the image tower (CNN block, or the ViT patch projection)
     model.train()
     cam = gradcam(model, batch, modality, class_idx=None)
     assert cam.shape == (2, *spatial) and np.isfinite(cam).all()
