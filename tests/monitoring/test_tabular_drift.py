@@ -57,7 +57,8 @@ def test_small_site_is_insufficient_and_an_empty_column_is_no_data(tmp_path: Pat
     current.loc[current.index[:5], "heart_rate"] = np.nan  # a few nulls: tested on the rest
     html = tmp_path / "drift" / "report.html"
     report = tabular_drift(_frame(rng, 400), current, GROUPS, html_path=html)
-    assert report["sites"]["small"] == {"status": "insufficient", "n": 12, "drifted": None, "groups": {}}
+    assert report["sites"]["small"] == {"status": "insufficient", "n": 12, "drifted": None, "groups": {},
+                                        "reference": "all sites"}
     assert report["insufficient_sites"] == ["small"] and report["family_size"] == 5 * 2  # all rows + "big"
     albumin = report["overall"]["groups"]["labs"]["features"]["albumin"]
     assert albumin["status"] == "no data" and albumin["n"] == 0 and not albumin["drifted"]
