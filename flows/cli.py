@@ -455,7 +455,8 @@ def audit_verify(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, 
         raise typer.Exit(1)
 
 
-from flows import cli_models, cli_registry  # noqa: E402,F401 - register the model and registry commands on `app`
+if __name__ != "__main__":  # `python -m flows.cli` runs the imported module's app below, with every command
+    from flows import cli_models, cli_registry  # noqa: E402,F401 - register the model and registry commands
 
 
 def main() -> None:  # pragma: no cover - console-script shim
@@ -463,4 +464,6 @@ def main() -> None:  # pragma: no cover - console-script shim
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    from flows.cli import main as registered_main
+
+    registered_main()

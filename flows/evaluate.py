@@ -142,7 +142,11 @@ def evaluate_flow(workspace: Path, cohort: Path | None = None, baselines: bool |
     if not tasks:
         raise FileNotFoundError(f"{ws.models / 'finetuned'}: no fine-tuned task: run `mmfm finetune` first")
     _, tokenizer, _ = load_backbone(ws.models / "backbone")
-    test = load_split(ws.curated, SPLIT, tokenizer)
+    try:
+        test = load_split(ws.curated, SPLIT, tokenizer)
+    except ValueError:
+        raise ValueError(f"the {SPLIT} split of {ws.curated} has no patients: the cohort is too small for "
+                         f"params.yaml validate.splits") from None
     incoming = ws.models / ".evaluation-incoming"
     shutil.rmtree(incoming, ignore_errors=True)
     (incoming / "plots").mkdir(parents=True)

@@ -186,7 +186,7 @@ def register_flow(workspace: Path, name: str = DEFAULT_NAME, alias: str = "chall
                     "artifacts": None, "phi_findings": None, "mlflow_run_id": None, "lineage_event": None}
         findings = scan_artifacts(staging)
         _, tokenizer, bmeta = load_backbone(ws.models / "backbone")
-        example = input_example(load_split(ws.curated, "test", tokenizer).take(range(2)))
+        example = input_example(load_split(ws.curated, "test", tokenizer))
         output = score(load_bundle(staging / "bundle"), example)
         tags = {**tracking.run_tags(ws.root, "register", facts),
                 f"{T}evaluation_run_id": str(evaluation.get("mlflow_run_id"))}

@@ -64,6 +64,8 @@ def quick_workspace(root: Path) -> Path:
     params["pretrain"].update(steps=4, eval_every=2, checkpoint_every=2, batch_size=8)
     params["finetune"].update(steps=4, eval_every=2, batch_size=8)
     params["evaluate"].update(n_boot=20, baseline_steps=3, min_group=2, gradcam_patients=1)
+    params["promote"].update(max_subgroup_gap=1.0)  # subgroups of two or three patients: their gaps are noise
+    params["validate"]["splits"] = {"train": 0.4, "val": 0.2, "test": 0.4}  # a random demo key: never an empty test
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
 

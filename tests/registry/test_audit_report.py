@@ -23,15 +23,14 @@ APPROVER = "dr-auditor"
 
 @pytest.fixture(scope="module")
 def registered(trained_workspace, tmp_path_factory):
-    """A copy of the session's trained workspace (its own MLflow store) with version 1 registered (challenger) and
+    """A copy of the session's trained workspace (and of its MLflow store) with version 1 registered (challenger) and
     then promoted to champion (or refused: the report must show a refusal with approver and reason too)."""
     from flows.registry import PromotionRefused, promote_flow, register_flow
     from tasks.workspace import Workspace
 
     source, published, _ = trained_workspace
     ws = Workspace(tmp_path_factory.mktemp("audit") / "ws")
-    shutil.copytree(source.root, ws.root, symlinks=True)
-    (ws.state / "mlflow.db").unlink()
+    shutil.copytree(source.root, ws.root, symlinks=True)  # with its MLflow store: the training runs are audited
     reg = register_flow(workspace=ws.root)
     ref = f"{reg['name']}@champion"
     try:
