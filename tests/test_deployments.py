@@ -69,10 +69,22 @@ def test_deploy_all_then_a_process_worker_runs_the_nightly_data_deployment(serve
     for name in ("pipeline/nightly-data", "version/nightly-version", "pipeline/retrain", "monitor/daily-monitor"):
         assert name in listed
     _prefect(env, "deployment", "run", "pipeline/nightly-data")
-    worker = _prefect(env, "worker", "start", "--pool", "cpu", "--run-once")
-    assert "stage ingest is up to date: skipped" in worker.stdout + worker.stderr
-    runs = json.loads(urllib.request.urlopen(urllib.request.Request(
-        f"{env['PREFECT_API_URL']}/flow_runs/filter", data=b"{}", method="POST",
-        headers={"Content-Type": "application/json"}), timeout=30).read())
-    states = {r["name"]: r["state_type"] for r in runs if r["state_type"] != "SCHEDULED"}
+    worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "cpu"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        states = {}
+        for _ in range(240):  # the worker polls every few seconds; the run itself takes ~10-30 s
+            states = {r["name"]: r["state_type"] for r in _flow_runs(env) if r["state_type"] != "SCHEDULED"}
+            if states and all(s in ("COMPLETED", "FAILED", "CRASHED") for s in states.values()):
+                break
+            time.sleep(1)
+    finally:
+        os.killpg(worker.pid, 15)
+        worker.wait(timeout=30)
     assert list(states.values()) == ["COMPLETED"], states
+
+
+def _flow_runs(env: dict) -> list[dict]:
+    request = urllib.request.Request(f"{env['PREFECT_API_URL']}/flow_runs/filter", data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+    return json.loads(urllib.request.urlopen(request, timeout=30).read())
