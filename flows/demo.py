@@ -134,7 +134,9 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
     stages += [name if name in trained["ran"] else f"{name} (up to date)" for name in MODEL_STAGES]
     evaluation = _evaluation(ws.models / "evaluation" / "evaluation.json")
     governance = _govern(ws, cfg, patients, say)
-    stages += ["register", "promote", "monitor"]
+    refused = governance["promotion"]["decision"] == "refused"
+    stages += ["register", "promote (refused by the gate)" if refused else "promote",
+               *(["monitor"] if "monitoring" in governance else [])]
     return {
         "workspace": str(ws.root),
         "stages": stages,
