@@ -36,9 +36,10 @@ DEFAULT_PARAMS = {
                 "performance_tolerance": 0.1, "cooldown_hours": 24, "max_rows": None},
     # the promotion gate (tasks/registry/gate.py): a candidate must match the champion within `tolerance` on the
     # primary metric and keep the gap between subgroups (sex, age band, site) of at least min_group patients under
-    # max_subgroup_gap
+    # max_subgroup_gap; a gap over it refuses when its 95% interval excludes 0 (subgroup_gap_rule "significant")
+    # or on the point estimate alone ("point")
     "promote": {"primary_metric": "auroc_macro", "higher_is_better": True, "tolerance": 0.01,
-                "max_subgroup_gap": 0.15, "required_split": "test"},
+                "max_subgroup_gap": 0.15, "subgroup_gap_rule": "significant", "required_split": "test"},
 }
 
 GITIGNORE = """\

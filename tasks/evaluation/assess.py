@@ -78,8 +78,10 @@ def _column(modality: str) -> int:
     return MODALITIES.index(modality)
 
 
-def subgroup_primary(report: dict) -> dict[str, dict[str, float]]:
-    """family -> group -> primary metric value (groups measured only): the gate's subgroup input."""
+def subgroup_primary(report: dict) -> dict[str, dict[str, dict]]:
+    """family -> group -> {value, ci_low, ci_high, n} of the primary metric (groups measured only): the gate's
+    subgroup input; the CI lets the gate tell a real gap from the noise of small groups."""
     primary = report["primary_metric"]
-    return {fam: {g: r[primary]["value"] for g, r in groups.items() if primary in r and r[primary]["value"] is not None}
+    return {fam: {g: {k: r[primary].get(k) for k in ("value", "ci_low", "ci_high")} | {"n": r.get("n")}
+                  for g, r in groups.items() if primary in r and r[primary]["value"] is not None}
             for fam, groups in report["subgroups"].items()}

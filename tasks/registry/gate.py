@@ -22,7 +22,8 @@ class Candidate:
     evaluated_split: str | None = None
     evaluated_dataset_version: str | None = None
     trained_dataset_version: str | None = None
-    subgroup_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # family -> group -> primary
+    # family -> group -> primary metric: a number, or {"value", "ci_low", "ci_high"} when the evaluation has CIs
+    subgroup_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     contracts_passed: bool | None = None  # every fail-severity contract passed on its dataset
     phi_findings: list = field(default_factory=list)
     artifact_integrity_ok: bool | None = None
@@ -34,6 +35,9 @@ class GatePolicy:
     higher_is_better: bool = True
     tolerance: float = 0.01
     max_subgroup_gap: float = 0.10
+    # "significant": a gap over the maximum refuses only when its 95% interval excludes 0 (groups of ~25 patients
+    # differ by 0.15 AUROC by chance); "point": the point estimate alone decides. Without CIs the point decides.
+    subgroup_gap_rule: str = "significant"
     required_split: str = "test"
 
     @classmethod
@@ -116,23 +120,55 @@ def _beats_champion(c: Candidate, champion: Candidate | None, p: GatePolicy) -> 
 
 
 def _subgroup_gap(c: Candidate, p: GatePolicy) -> Check:
+    if p.subgroup_gap_rule not in ("significant", "point"):
+        return False, f"Unknown subgroup_gap_rule {p.subgroup_gap_rule!r} (significant or point)."
     if not c.subgroup_metrics:
         return False, f"No subgroup metrics were reported for {p.primary_metric}, so fairness gaps are unknown."
     wide, summary = [], []
     for family, groups in sorted(c.subgroup_metrics.items()):
-        values = {g: float(v) for g, v in groups.items() if v is not None and v == v}  # skip None and NaN
+        values = {g: _estimate(v) for g, v in groups.items()}
+        values = {g: v for g, v in values.items() if v[0] == v[0]}  # NaN: not measured
         if len(values) < 2:
             summary.append(f"{family}: fewer than two groups")
             continue
-        hi, lo = max(values, key=values.get), min(values, key=values.get)
-        gap = values[hi] - values[lo]
-        summary.append(f"{family} gap {gap:.3f}")
-        if gap > p.max_subgroup_gap:
-            wide.append(f"{family} gap {gap:.3f} ({hi} {values[hi]:.3f} vs {lo} {values[lo]:.3f})")
+        hi, lo = max(values, key=lambda g: values[g][0]), min(values, key=lambda g: values[g][0])
+        gap, interval = values[hi][0] - values[lo][0], _gap_interval(values[hi], values[lo])
+        said = f"{family} gap {gap:.3f} ({hi} {values[hi][0]:.3f} vs {lo} {values[lo][0]:.3f})"
+        said += f", 95% CI [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
+        if gap <= p.max_subgroup_gap:
+            summary.append(f"{family} gap {gap:.3f}")
+        elif p.subgroup_gap_rule == "significant" and interval and interval[0] <= 0:
+            summary.append(f"{said}: over {p.max_subgroup_gap:.3f} but not distinguishable from no gap "
+                           "(too few patients per group to tell)")
+        else:
+            wide.append(said)
     if wide:
         joined = "; ".join(wide)
         return False, f"Subgroup {p.primary_metric} gaps exceed the maximum {p.max_subgroup_gap:.3f}: {joined}."
     return True, "; ".join(summary)
+
+
+Z95 = 1.959964
+
+
+def _estimate(v: Any) -> tuple[float, float | None, float | None]:
+    """(value, ci_low, ci_high) from a bare number or an evaluation entry; NaN value when unmeasured."""
+    if isinstance(v, Mapping):
+        lo, hi = v.get("ci_low"), v.get("ci_high")
+        value = v.get("value")
+        return (float("nan") if value is None else float(value),
+                None if lo is None else float(lo), None if hi is None else float(hi))
+    return (float("nan") if v is None else float(v)), None, None
+
+
+def _gap_interval(a: tuple, b: tuple) -> tuple[float, float] | None:
+    """95% interval of a - b for two independent groups, each group's standard error read off its bootstrap CI
+    (half-width / 1.96); None when either group has no CI."""
+    if None in (a[1], a[2], b[1], b[2]):
+        return None
+    se = ((a[2] - a[1]) ** 2 + (b[2] - b[1]) ** 2) ** 0.5 / (2 * Z95)
+    gap = a[0] - b[0]
+    return gap - Z95 * se, gap + Z95 * se
 
 
 def _contracts(c: Candidate) -> Check:

@@ -2,8 +2,9 @@
 
 Finding (MLflow 3.17.2, workspaces off): `default_permission = READ` does NOT stop an authenticated user from
 creating a registered model (creation only checks "not denied"; the creator gets MANAGE on the new model). It does
-stop them from setting an alias on a model they do not manage, which is the promote operation. Blocking creation
-needs an explicit DENY grant on registered_model "*" (which also hides reads) or workspaces mode.
+stop them from setting an alias on a model they do not manage (promote), and from registering into a model
+they do not manage or logging runs into an experiment they do not own (register into a governed model name).
+Blocking the creation of *new* model names needs an explicit DENY grant on registered_model "*" or workspaces mode.
 """
 
 from __future__ import annotations
@@ -119,6 +120,10 @@ def test_the_cli_authenticates_through_env_and_the_server_refuses_readers_and_an
     refused = runner.invoke(app, ["promote", "mmfm-cli/1", "--approver", "dr-x", "--reason", "r", "-w", str(ws)])
     assert refused.exit_code == 1 and "MLflow refused" in refused.output
     assert "403" in refused.output or "PERMISSION_DENIED" in refused.output, refused.output
+    # register as the reader into a governed model (created by the admin): the run and the version are writes
+    denied = runner.invoke(app, ["register", "--name", GOVERNED, "-w", str(ws)])
+    assert denied.exit_code == 1 and "MLflow refused" in denied.output, denied.output
+    assert "403" in denied.output or "PERMISSION_DENIED" in denied.output, denied.output
 
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")

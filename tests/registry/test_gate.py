@@ -100,3 +100,27 @@ def test_policy_from_params_section_and_typos():
     assert GatePolicy.from_params({"train": {"epochs": 3}}) == GatePolicy()
     with pytest.raises(ValueError, match="toleranse"):
         GatePolicy.from_params({"promote": {"toleranse": 0.5}})
+
+
+def _group(value: float, half_width: float) -> dict:
+    return {"value": value, "ci_low": value - half_width, "ci_high": value + half_width, "n": 25}
+
+
+def test_a_wide_gap_on_small_groups_is_reported_but_not_refused():
+    """Two groups of ~25 patients: a 0.157 gap with CIs of +-0.12 each is within chance (95% CI of the gap spans 0)."""
+    noisy = good(subgroup_metrics={"sex": {"female": _group(0.392, 0.12), "male": _group(0.549, 0.12)}})
+    decision = evaluate_gate(noisy, CHAMPION, POLICY)
+    assert decision.approved
+    detail = next(c["detail"] for c in decision.checks if c["rule"] == "subgroup_gap")
+    assert "sex gap 0.157 (male 0.549 vs female 0.392), 95% CI [-0.013, 0.327]" in detail
+    assert "not distinguishable from no gap" in detail
+
+
+def test_a_wide_gap_with_tight_intervals_refuses_and_the_point_rule_refuses_on_the_estimate():
+    sure = good(subgroup_metrics={"sex": {"female": _group(0.70, 0.03), "male": _group(0.88, 0.03)}})
+    decision = evaluate_gate(sure, CHAMPION, POLICY)
+    assert failed_rules(decision) == ["subgroup_gap"]
+    assert "sex gap 0.180 (male 0.880 vs female 0.700), 95% CI [0.138, 0.222]" in decision.reasons[0]
+    noisy = good(subgroup_metrics={"sex": {"female": _group(0.392, 0.12), "male": _group(0.549, 0.12)}})
+    assert failed_rules(evaluate_gate(noisy, CHAMPION, GatePolicy(subgroup_gap_rule="point"))) == ["subgroup_gap"]
+    assert failed_rules(evaluate_gate(good(), CHAMPION, GatePolicy(subgroup_gap_rule="vibes"))) == ["subgroup_gap"]
