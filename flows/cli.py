@@ -17,7 +17,12 @@ from typing import Annotated
 
 import typer
 
-from tasks.settings import quiet_telemetry
+from tasks.settings import bounded_mlflow_retries, quiet_telemetry
+from tasks.workspace_lock import WAIT_ENV, WorkspaceBusy
+
+# errors whose message already says what happened and what to do (matched by name: importing their modules would
+# load Prefect/DVC into every CLI start)
+SELF_EXPLAINING = ("CuratedChanged", "PublishError", "NoSpaceLeft", "PromotionRefused")
 
 app = typer.Typer(
     name="mmfm", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -28,6 +33,9 @@ app = typer.Typer(
 WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace directory (git + DVC repo).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary as the last line of stdout.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on error.")]
+WaitOpt = Annotated[float | None, typer.Option(
+    "--wait", help="Seconds to wait for another process holding the workspace (default 0: refuse at once, naming it; "
+                   f"also {WAIT_ENV}).")]
 
 
 class StageError(Exception):
@@ -47,6 +55,7 @@ def command(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         quiet_telemetry()
+        bounded_mlflow_retries()  # a dead tracking server fails in about a minute, not MLflow's 4 (every command)
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
@@ -56,11 +65,20 @@ def command(fn: Callable) -> Callable:
                 raise
             from rich.markup import escape
 
-            name = "" if isinstance(exc, StageError | ValueError) else f"{type(exc).__name__}: "
+            clean = isinstance(exc, StageError | ValueError | WorkspaceBusy) or type(exc).__name__ in SELF_EXPLAINING
+            name = "" if clean else f"{type(exc).__name__}: "
             _console().print(f"[bold red]error:[/] {escape(name + str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def lock_wait(seconds: float | None) -> None:
+    """--wait: how long the workspace lock (tasks.workspace_lock) may be waited for by every flow this command runs."""
+    import os
+
+    if seconds is not None:
+        os.environ[WAIT_ENV] = str(seconds)
 
 
 def emit(result: dict, as_json: bool, render: Callable[[dict], None]) -> None:
@@ -151,21 +169,31 @@ def _render_synth(s: dict) -> None:
 def demo(
     patients: Annotated[int, typer.Option(help="Cohort size.")] = 300,
     workspace: WorkspaceOpt = Path("demo-workspace"),
+    wait: WaitOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Run every stage that exists on a generated cohort with embedded defaults; print where to look next."""
     import os
 
+    lock_wait(wait)
+
     if not debug:  # the demo narrates its stages itself; Prefect's per-task INFO lines would drown them
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from flows.demo import run_demo
+    from flows.demo import DEMO_STAGES, run_demo
 
     con = _console()
-    bar, task = progress_bar(patients, "synth")
+    bar, task = progress_bar(len(DEMO_STAGES), "demo")
+    cohort = bar.add_task("synth: patients", total=patients)
+
+    def step(name: str) -> None:
+        done = DEMO_STAGES.index(name)
+        bar.update(task, completed=done, description=f"demo: {name} ({done + 1}/{len(DEMO_STAGES)})")
+
     with bar:
-        result = run_demo(workspace, patients, progress=lambda n: bar.update(task, completed=n),
-                          say=lambda line: con.print(line, highlight=False))
+        result = run_demo(workspace, patients, progress=lambda n: bar.update(cohort, completed=n),
+                          say=lambda line: con.print(line, highlight=False), step=step)
+        bar.update(task, completed=len(DEMO_STAGES))
     emit(result, as_json, _render_demo)
 
 
@@ -224,7 +252,9 @@ ingest_app = typer.Typer(help="Bring an extract across the de-identification bou
                          no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
 SiteOpt = Annotated[str, typer.Option("--site", help="The site (hospital) the extract comes from, e.g. site-a.")]
-RunnerOpt = Annotated[str, typer.Option("--runner", help="Prefect task runner: threads or dask (local cluster).")]
+RunnerOpt = Annotated[str, typer.Option("--runner", help=(
+    "Prefect task runner: threads, dask or ray (a local cluster on loopback, or the one MMFM_DASK_ADDRESS / "
+    "MMFM_RAY_ADDRESS names)."))]
 
 
 def use_workspace(workspace: Path) -> Path:
@@ -381,10 +411,12 @@ def version(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug
 @command
 def pipeline(
     force: Annotated[bool, typer.Option(help="Run every stage even if DVC says it is up to date.")] = False,
+    wait: WaitOpt = None,
     workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Run the out-of-date stages in order (DVC decides, Prefect runs); skip the current ones."""
     root = use_workspace(workspace)
+    lock_wait(wait)
     def render(r: dict) -> None:
         _console(stderr=False).print(f"ran: {', '.join(r['ran']) or 'nothing'}; skipped (up to date): "
                                      f"{', '.join(r['skipped']) or 'nothing'}; {r['seconds']} s")

@@ -29,16 +29,30 @@ NameOpt = Annotated[str, typer.Option("--name", help="Registered model name.")]
 
 
 def _mlflow_errors(fn):
-    """MLflow permission and connection errors as one line (403/401 from a basic-auth server, refused connection)."""
+    """MLflow errors as one line: a tracking server that does not answer (after the client's bounded retries, see
+    tasks.settings.MLFLOW_CLIENT_BOUNDS) is named by its URI; permission errors (403/401 from a basic-auth server)
+    and other refusals quote MLflow's first line."""
     import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        import requests
         from mlflow.exceptions import MlflowException
 
+        from flows.registry import TrackingUnreachable, transport_failure, unreachable_message
+        from tasks.settings import bounded_mlflow_retries
+
+        bounded_mlflow_retries()
         try:
             return fn(*args, **kwargs)
-        except MlflowException as exc:
+        except TrackingUnreachable as exc:
+            raise StageError(str(exc)) from None
+        except (MlflowException, requests.RequestException) as exc:
+            failure = transport_failure(exc)
+            if failure is not None:
+                raise StageError(unreachable_message(failure)) from None
+            if isinstance(exc, requests.RequestException):
+                raise
             raise StageError(f"MLflow refused: {str(exc).splitlines()[0][:300]}") from None
 
     return wrapper

@@ -18,6 +18,7 @@ from tasks.ingest_state import ensure_demo_key
 from tasks.synth.generate import SynthConfig, generate
 from tasks.synth.truth import bayes_report, load_truth
 from tasks.workspace import init_workspace
+from tasks.workspace_lock import holds_workspace_lock
 
 
 def _synth_config(params: dict, patients: int) -> SynthConfig:
@@ -51,15 +52,61 @@ def _evaluation(path: Path) -> dict | None:
     return out
 
 
+def _unpublished(root: Path, stages: tuple[str, ...]) -> bool:
+    """Do the data stages' entries in dvc.lock differ from the last commit's? (a run killed inside `version`
+    leaves them recorded but not published, and the rerun finds nothing to run: it must still publish)"""
+    import yaml
+
+    from tasks.workspace import git
+
+    def entries(text: str | None) -> dict:
+        stages_now = (yaml.safe_load(text) or {}).get("stages", {}) if text else {}
+        return {s: stages_now.get(s) for s in stages}
+
+    lock = root / "dvc.lock"
+    try:
+        committed = git(root, "show", "HEAD:dvc.lock")
+    except RuntimeError:  # never published
+        committed = None
+    return entries(lock.read_text() if lock.exists() else None) != entries(committed)
+
+
+def _current_version(root: Path) -> str | None:
+    """The dataset version of the curated data now in the workspace (published by an earlier run)."""
+    from tasks.tracking import dataset_facts
+
+    try:
+        return dataset_facts(root)["dataset_version"]
+    except RuntimeError:  # nothing validated
+        return None
+
+
+def _stages(root: Path, names: tuple[str, ...], step: Callable[[str], None]) -> dict:
+    """`pipeline` one stage at a time (DVC still decides whether each runs), so progress can follow the stages."""
+    from flows.pipeline import pipeline
+
+    merged: dict = {"ran": [], "skipped": [], "stages": {}}
+    for name in names:
+        step(name)
+        done = pipeline(workspace=root, stages=[name])
+        merged["ran"] += done["ran"]
+        merged["skipped"] += done["skipped"]
+        merged["stages"].update(done["stages"])
+    return merged
+
+
+DEMO_STAGES = ("synth", "ingest", "validate", "version", "pretrain", "finetune", "evaluate", "register", "promote",
+               "monitor", "audit")
 SHIFTED_SITE = "site-b"
 
 
-def _govern(ws, cfg: SynthConfig, patients: int, say: Callable[[str], None]) -> dict:
+def _govern(ws, cfg: SynthConfig, patients: int, say: Callable[[str], None], step: Callable[[str], None]) -> dict:
     """register -> promote (a demo approver, through the gate) -> monitor a shifted extract -> audit report."""
     from flows.monitor import monitor_flow
     from flows.registry import PromotionRefused, promote_flow, register_flow
     from tasks.registry.audit_report import write_audit
 
+    step("register")
     reg = register_flow(workspace=ws.root)
     model = f"{reg['name']}/{reg['version']}"
     say(f"registered {model} ({'already registered' if reg.get('already_registered') else 'new version'})")
@@ -70,6 +117,7 @@ def _govern(ws, cfg: SynthConfig, patients: int, say: Callable[[str], None]) -> 
         current = str(mlflow.MlflowClient().get_model_version_by_alias(reg["name"], "champion").version)
     except mlflow.exceptions.MlflowException:
         current = None
+    step("promote")
     if current == str(reg["version"]):
         out["promotion"] = {"decision": "already champion"}
     else:
@@ -80,15 +128,18 @@ def _govern(ws, cfg: SynthConfig, patients: int, say: Callable[[str], None]) -> 
         except PromotionRefused as exc:
             out["promotion"] = {"decision": "refused", "reasons": str(exc)}
     say(f"promotion to champion: {out['promotion']['decision']}")
+    step("monitor")
     shifted = ws.root / "incoming" / f"shifted-{SHIFTED_SITE}"
     if not (shifted / "truth").exists():
-        generate(shifted, SynthConfig(patients=max(90, patients // 2), sites=cfg.sites, seed=cfg.seed + 1,
+        size = ws.params().get("synth", {}).get("shifted_patients") or max(90, patients // 2)
+        generate(shifted, SynthConfig(patients=size, sites=cfg.sites, seed=cfg.seed + 1,
                                       missing_rate=cfg.missing_rate, shift=SHIFTED_SITE))
     if out["promotion"]["decision"] in ("approved", "already champion"):
         mon = monitor_flow(workspace=ws.root, source=shifted, model=f"{reg['name']}@champion")
         out["monitoring"] = {"extract": str(shifted), "status": mon["status"], "flagged_sites": mon["flagged_sites"],
                              "retrain": (mon.get("retrain") or {}).get("status"), "report": mon["report"]}
         say(f"monitoring {shifted.name}: {mon['status']} {mon['flagged_sites'] or ''}")
+    step("audit")
     audited = f"{reg['name']}@champion" if "monitoring" in out else model
     audit = write_audit(ws.root, audited, ws.root / "data" / "audit")
     out["audit"] = {"html": str(audit["html"]), "complete": audit["complete"], "gaps": audit["gaps"]}
@@ -96,8 +147,10 @@ def _govern(ws, cfg: SynthConfig, patients: int, say: Callable[[str], None]) -> 
     return out
 
 
+@holds_workspace_lock("mmfm demo")  # one hold for the whole demo; pipeline and version re-enter it
 def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | None = None,
-             say: Callable[[str], None] = lambda _: None) -> dict:
+             say: Callable[[str], None] = lambda _: None, step: Callable[[str], None] = lambda _: None) -> dict:
+    """The demo; `say` narrates, `step(name)` is called as each of DEMO_STAGES starts (the CLI's progress bar)."""
     t0 = time.perf_counter()
     from flows.pipeline import render_dvc_yaml
 
@@ -107,6 +160,7 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
     cfg = _synth_config(ws.params(), patients)
     cohort = ws.extracts / f"cohort-seed{cfg.seed}"
     stages = []
+    step("synth")
     if _cohort_is_current(cohort, cfg):
         stages.append("synth (reused: same parameters)")
         if progress is not None:
@@ -115,25 +169,26 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
         shutil.rmtree(cohort, ignore_errors=True)
         generate(cohort, cfg, progress=progress)
         stages.append("synth")
-    from flows.pipeline import DATA_STAGES, MODEL_STAGES, pipeline
+    from flows.pipeline import DATA_STAGES, MODEL_STAGES
     from flows.version import version
 
-    ran = pipeline(workspace=ws.root, stages=list(DATA_STAGES))
+    ran = _stages(ws.root, DATA_STAGES, step)
     ingest = ran["stages"].get("ingest") or {"received": 0, "ingested": 0, "quarantined": 0,
                                               "quarantine_reasons": {}}
     say(f"data stages ran: {', '.join(ran['ran']) or 'nothing'}; up to date: {', '.join(ran['skipped']) or 'none'}")
     stages += [name if name in ran["ran"] else f"{name} (up to date)" for name in DATA_STAGES]
     validated = ran["stages"].get("validate")
-    published = version(workspace=ws.root) if ran["ran"] else None
+    step("version")
+    published = version(workspace=ws.root) if ran["ran"] or _unpublished(ws.root, DATA_STAGES) else None
     if published:
         stages.append("version")
         say(f"dataset version {published['dataset_version']} published to the DVC remote")
-    trained = pipeline(workspace=ws.root, stages=list(MODEL_STAGES))
+    trained = _stages(ws.root, MODEL_STAGES, step)
     say(f"model stages ran: {', '.join(trained['ran']) or 'nothing'}; "
         f"up to date: {', '.join(trained['skipped']) or 'none'}")
     stages += [name if name in trained["ran"] else f"{name} (up to date)" for name in MODEL_STAGES]
     evaluation = _evaluation(ws.models / "evaluation" / "evaluation.json")
-    governance = _govern(ws, cfg, patients, say)
+    governance = _govern(ws, cfg, patients, say, step)
     refused = governance["promotion"]["decision"] == "refused"
     stages += ["register", "promote (refused by the gate)" if refused else "promote",
                *(["monitor"] if "monitoring" in governance else [])]
@@ -145,7 +200,7 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
         "ingest": ingest,
         "validate": {k: validated[k] for k in ("quarantined", "quarantine_reasons", "contract_versions")}
         if validated else None,
-        "dataset_version": published["dataset_version"] if published else None,
+        "dataset_version": published["dataset_version"] if published else _current_version(ws.root),
         "bayes": bayes_report(load_truth(cohort)),
         "evaluation": evaluation,
         "governance": governance,

@@ -18,7 +18,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows.pretrain import EXPERIMENT, replace_dir, train_config
+from tasks.curated_check import check_curated
 from tasks.workspace import Workspace
+from tasks.workspace_lock import holds_workspace_lock
 
 CLASS_NAMES = ("none", "pneumonia", "heart_failure", "pulmonary_embolism")  # tasks/synth/model.CLASSES order
 SPLIT = "test"
@@ -126,6 +128,7 @@ def _markdown(summary: dict) -> str:
 
 
 @flow(name="evaluate")
+@holds_workspace_lock("mmfm evaluate")
 def evaluate_flow(workspace: Path, cohort: Path | None = None, baselines: bool | None = None) -> dict:
     import mlflow
 
@@ -135,6 +138,7 @@ def evaluate_flow(workspace: Path, cohort: Path | None = None, baselines: bool |
     from tasks.training.data import load_split
 
     ws = Workspace(Path(workspace).resolve())
+    check_curated(ws.root)  # refuse data changed since validate, before any training
     p = ws.section("evaluate", baselines=baselines)
     facts = tracking.dataset_facts(ws.root)
     tasks = sorted(d.name for d in (ws.models / "finetuned").iterdir() if (d / "meta.json").exists()) \

@@ -19,7 +19,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows.pretrain import EXPERIMENT, replace_dir, run_key, train_config
+from tasks.curated_check import check_curated
 from tasks.workspace import Workspace
+from tasks.workspace_lock import holds_workspace_lock
 
 TASKS = ("diagnosis", "risk", "survival")
 TARGET = {"diagnosis": "label", "risk": "risk_label", "survival": "event"}  # stratification column per task
@@ -63,6 +65,7 @@ def finetune_task(ws: Workspace, backbone_dir: Path, task_name: str, p: dict, ke
 
 
 @flow(name="finetune")
+@holds_workspace_lock("mmfm finetune")
 def finetune_flow(workspace: Path, tasks: list[str] | None = None, label_fraction: float | None = None,
                   backbone: str | None = None, steps: int | None = None, resume: bool = True) -> dict:
     import mlflow
@@ -72,6 +75,7 @@ def finetune_flow(workspace: Path, tasks: list[str] | None = None, label_fractio
     from tasks.training.bundle import backbone_sha256, save_adapter
 
     ws = Workspace(Path(workspace).resolve())
+    check_curated(ws.root)  # refuse data changed since validate, before any training
     p = ws.section("finetune", tasks=tasks, label_fraction=label_fraction, steps=steps)
     unknown = sorted(set(p["tasks"]) - set(TASKS))
     if unknown:

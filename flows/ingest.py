@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import shutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -25,12 +28,14 @@ from prefect.runtime import flow_run
 
 from tasks.accounting import BatchResult
 from tasks.deid import Pseudonymizer, key_from_settings
+from tasks.faults import kill_point
 from tasks.ingest_state import IngestState
 from tasks.landing import Extract, land
 from tasks.lineage import record
 from tasks.quarantine import Quarantine
 from tasks.staged import build_cohort, write_part
 from tasks.workspace import Workspace
+from tasks.workspace_lock import holds_workspace_lock
 
 IO_RETRIES = dict(retries=3, retry_delay_seconds=[2, 5, 15])
 
@@ -39,17 +44,43 @@ def _keys() -> Pseudonymizer:
     return Pseudonymizer(key_from_settings())
 
 
-def _task_runner(runner: str):
+def _task_runner(runner: str, workers: int = 2):
+    """The flow's task runner: `threads`, `dask` or `ray`, with `workers` threads, processes or CPUs.
+
+    Dask and Ray start a local cluster for the flow, listening on loopback only and shut down when the flow ends, or
+    join the existing cluster named by MMFM_DASK_ADDRESS / MMFM_RAY_ADDRESS (docs/scale-out.md). Their workers
+    import `flows` and `tasks` from the installed package and read MMFM_PSEUDONYM_KEY from their own environment
+    (inherited from this process on a local cluster; set on the workers of an existing one): the key is never a
+    task parameter, so it never reaches Prefect's API or a cluster's object store.
+    """
     if runner == "threads":
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        return ThreadPoolTaskRunner(max_workers=2)
+        return ThreadPoolTaskRunner(max_workers=workers)
     if runner == "dask":
         from prefect_dask import DaskTaskRunner
 
-        return DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True,
-                                              "dashboard_address": None})
-    raise ValueError(f"--runner must be threads or dask, not {runner!r}")
+        if address := os.environ.get("MMFM_DASK_ADDRESS"):
+            return DaskTaskRunner(address=address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                                              "host": "127.0.0.1", "dashboard_address": None})
+    if runner == "ray":
+        from prefect_ray import RayTaskRunner  # imports ray lazily, on the runner's first use
+
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        if address := os.environ.get("MMFM_RAY_ADDRESS"):
+            return RayTaskRunner(address=address)
+        # Ray replaces a loopback node address by the host's routable one (and its gRPC servers then listen on every
+        # interface) unless this switch is off; ray reads it once, when it is imported
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        constants = sys.modules.get("ray._private.ray_constants")
+        if constants is not None and constants.ENABLE_RAY_CLUSTER:
+            raise RuntimeError("--runner ray: ray was imported before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set, so "
+                               "a local cluster would listen on every interface; set it before importing ray")
+        return RayTaskRunner(init_kwargs={"num_cpus": workers, "include_dashboard": False,
+                                          "_node_ip_address": "127.0.0.1", "log_to_driver": False,
+                                          "configure_logging": False})
+    raise ValueError(f"--runner must be threads, dask or ray, not {runner!r}")
 
 
 def _imaging_config(ws: Workspace):
@@ -71,12 +102,41 @@ def new_part(extract: Extract, state: IngestState, always: tuple[str, ...] = ())
     return dataclasses.replace(extract, files=keep), len(extract.files) - len(keep)
 
 
+def _write_atomically(path: Path, write) -> Path:
+    """`write(tmp)` to a hidden sibling, then rename: a kill leaves the old file or the new one, never half of one
+    (hidden names are outside every table's glob and every tree hash; the rerun reuses and replaces the name)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.incoming")
+    write(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _write_quarantine(ws: Workspace, quarantine: Quarantine) -> Path | None:
+    """`Quarantine.write` into a hidden folder, then renamed into data/quarantine/<run_id>.parquet."""
+    incoming = ws.quarantine / f".incoming-{quarantine.run_id}"
+    shutil.rmtree(incoming, ignore_errors=True)
+    written = quarantine.write(incoming)
+    path = None if written is None else _write_atomically(ws.quarantine / written.name,
+                                                          lambda tmp: os.replace(written, tmp))
+    shutil.rmtree(incoming, ignore_errors=True)
+    return path
+
+
 def publish(ws: Workspace, extract: Extract, result: BatchResult, skipped: int) -> dict:
-    """Write staged parts, the quarantine and the de-identification report; remember what was processed."""
-    run_id = str(flow_run.id or "local")
+    """Write staged parts, the quarantine and the de-identification report; remember what was processed.
+
+    Safe to kill anywhere and rerun: every file is written atomically under a name fixed by the extract (parts)
+    or by the run that first claimed the extract (quarantine, report, ledger event; see IngestState.claim), so the
+    rerun of a killed publish overwrites the same files with the same bytes and finds its ledger event again. The
+    ingest-state record comes last and is the commit point: until it exists the extract counts as not ingested.
+    """
     if not result.balanced():
         raise RuntimeError(f"accounting broke for extract {extract.extract_id}: received {result.received}, "
                            f"ingested {result.ingested}, quarantined {result.quarantined}")
+    state = IngestState(ws.state)
+    this_run = str(flow_run.id or "local")
+    run_id = state.claim(extract.source, extract.site, extract.extract_id, this_run)
     tables, written = {}, []
     for table, rows in sorted(result.rows.items()):
         path = write_part(ws.staged, table, extract.extract_id, rows)
@@ -85,21 +145,20 @@ def publish(ws: Workspace, extract: Extract, result: BatchResult, skipped: int) 
             written.append(path)
     quarantine = Quarantine(run_id)
     quarantine.extend(result.rejections)
-    qpath = quarantine.write(ws.quarantine)
-    report = ws.reports / f"deid-{run_id}.json"
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(result.deid.to_json())
-    IngestState(ws.state).mark_processed([f.sha256 for f in extract.files], extract.source, extract.site,
-                                         extract.extract_id, run_id)
+    qpath = _write_quarantine(ws, quarantine)
+    report = _write_atomically(ws.reports / f"deid-{run_id}.json", lambda tmp: tmp.write_text(result.deid.to_json()))
+    kill_point("ingest.after_parts")
     cohort = build_cohort(ws.staged)
     written += [ws.root / f for f in result.files_written] + [p for p in (qpath, report) if p is not None]
     event = record(ws, "ingest", run_id, inputs=[ws.landing / extract.source / f"{extract.extract_id}.json"],
                    outputs=written, params={"source": extract.source, "site": extract.site},
                    facts={"received": result.received, "ingested": result.ingested,
                           "quarantined": result.quarantined})
+    kill_point("ingest.after_ledger")
+    state.mark_processed([f.sha256 for f in extract.files], extract.source, extract.site, extract.extract_id, run_id)
     summary = {
         "source": result.source, "site": extract.site, "extract_id": extract.extract_id, "run_id": run_id,
-        "new_files": len(extract.files), "already_ingested_files": skipped,
+        "resumed": run_id != this_run, "new_files": len(extract.files), "already_ingested_files": skipped,
         "received": result.received, "ingested": result.ingested, "quarantined": result.quarantined,
         "quarantine_reasons": dict(sorted(Quarantine(run_id, result.rejections).reasons().items())),
         "tables": tables, "patients_in_cohort": cohort.height, "files_written": len(result.files_written),
@@ -159,6 +218,7 @@ def _ingest_dicom_extract(ws: Workspace, extract: Extract, source: str, cfg, max
 
 
 @flow(name="ingest-dicom")
+@holds_workspace_lock("mmfm ingest dicom")
 def ingest_dicom(source: Path, workspace: Path, site: str, max_items: int = 64) -> dict:
     """Land DICOM files/folders/zips from `source` and ingest the new ones."""
     _keys()  # refuse before touching anything when the key is missing
@@ -179,6 +239,18 @@ def _transient(task, task_run, state) -> bool:
     return False
 
 
+def pacs_retries(ws: Workspace) -> dict:
+    """Prefect retry options of the PACS tasks: params.yaml `ingest.pacs.retry_delays`, seconds, one per retry
+    (default [2, 5, 15]: three retries with back-off). Always bounded: at most 10 retries of at most 600 s each."""
+    pacs = (ws.params().get("ingest") or {}).get("pacs") or {}
+    delays = pacs.get("retry_delays", IO_RETRIES["retry_delay_seconds"])
+    if not (isinstance(delays, list) and len(delays) <= 10 and all(
+            isinstance(d, int | float) and not isinstance(d, bool) and 0 <= d <= 600 for d in delays)):
+        raise ValueError("params.yaml ingest.pacs.retry_delays: a list of at most 10 delays in seconds (each 0 to "
+                         "600), one per retry, e.g. [2, 5, 15]")
+    return {"retries": len(delays), "retry_delay_seconds": list(delays) or 0}
+
+
 @task(name="find-pacs-studies", retry_condition_fn=_transient, cache_policy=NO_CACHE, **IO_RETRIES)
 def find_pacs_studies(url: str, auth):
     from tasks.pacs import find_studies
@@ -193,14 +265,59 @@ def retrieve_pacs_study(url: str, study_uid: str, dest: Path, auth) -> list[Path
     return retrieve_study(url, study_uid, dest, auth=auth)
 
 
+PACS_BATCH = 8  # retrievals in flight at once: a PACS that dies costs at most this many retry sequences
+
+
+def _fetch_all(url: str, todo: list, scratch: Path, auth, retry: dict) -> None:
+    """Retrieve every study into `scratch`, or raise one PacsError naming the PACS and how many did not arrive.
+
+    In batches of PACS_BATCH, stopping after the first batch with a study that could not be retrieved: against a
+    PACS that went away, the run ends after one batch's retries instead of every study's (1000 studies x 22 s).
+    Each batch is waited for in full, so no retrieval is still writing into `scratch` when the caller removes it."""
+    from prefect.futures import wait
+
+    from tasks.pacs import PacsError, display_url
+
+    retrieve = retrieve_pacs_study.with_options(**retry)
+    for start in range(0, len(todo), PACS_BATCH):
+        batch = list(enumerate(todo))[start:start + PACS_BATCH]
+        futures = [retrieve.submit(url, s.study_instance_uid, scratch / f"{i:05d}", auth) for i, s in batch]
+        wait(futures)
+        failures = [f.state.result(raise_on_failure=False) for f in futures if not f.state.is_completed()]
+        if failures:
+            untried = len(todo) - start - len(batch)
+            raise PacsError(f"PACS {display_url(url)}: {len(failures)} of {len(todo)} studies not retrieved (WADO-RS"
+                            f"{_retried(failures[0], retry)}{f', {untried} not tried' if untried else ''}): "
+                            f"{failures[0]}; nothing was ingested, rerun once the PACS answers")
+
+
+def _retried(exc: BaseException, retry: dict) -> str:
+    from tasks.pacs import is_retryable
+
+    return f", {retry['retries']} retries after {retry['retry_delay_seconds']} s" if is_retryable(exc) else ""
+
+
 @flow(name="ingest-pacs")
+@holds_workspace_lock("mmfm ingest pacs")
 def ingest_pacs(url: str, workspace: Path, site: str, auth: tuple[str, str] | None = None,
                 max_items: int = 64) -> dict:
-    """Find studies on a DICOMweb PACS, fetch those not fetched before, and ingest them as a DICOM extract."""
+    """Find studies on a DICOMweb PACS, fetch those not fetched before, and ingest them as a DICOM extract.
+
+    All or nothing per run: the new studies are fetched into a scratch folder and landed only once every one has
+    arrived. A PACS that goes away mid-run fails the run (after the bounded task retries) with one line naming the
+    PACS, and leaves no landed file, staged part, quarantine record or ledger event; a rerun fetches the same
+    studies again and ingests each once."""
+    from tasks.pacs import PacsError, display_url
+
     keys = _keys()
     ws = Workspace(Path(workspace))
+    retry = pacs_retries(ws)
     state = IngestState(ws.state)
-    found = find_pacs_studies(url, auth)
+    try:
+        found = find_pacs_studies.with_options(**retry)(url, auth)
+    except PacsError as exc:
+        raise PacsError(f"PACS {display_url(url)}: finding studies failed (QIDO-RS{_retried(exc, retry)}): {exc}"
+                        ) from None
     known = state.fetched()
     todo = [s for s in found if keys.uid(s.study_instance_uid) not in known]
     if not todo:
@@ -208,10 +325,7 @@ def ingest_pacs(url: str, workspace: Path, site: str, auth: tuple[str, str] | No
                 "ingested": 0, "quarantined": 0, "quarantine_reasons": {},
                 "message": "nothing new: every study on the PACS was fetched before"}
     with tempfile.TemporaryDirectory(dir=ws.state, prefix="pacs-") as tmp:
-        futures = [retrieve_pacs_study.submit(url, s.study_instance_uid, Path(tmp) / f"{i:05d}", auth)
-                   for i, s in enumerate(todo)]
-        for fut in futures:
-            fut.result()
+        _fetch_all(url, todo, Path(tmp), auth, retry)
         extract = land_extract(Path(tmp), ws.landing, "pacs", site)
     summary = _ingest_dicom_extract(ws, extract, "pacs", _imaging_config(ws), max_items)
     state.mark_fetched([keys.uid(s.study_instance_uid) for s in todo], keys.uid(url), summary.get("run_id", ""))
@@ -228,6 +342,7 @@ def ingest_fhir_export(extract: Extract, landing: Path, site: str) -> BatchResul
 
 
 @flow(name="ingest-fhir")
+@holds_workspace_lock("mmfm ingest fhir")
 def ingest_fhir_flow(source: Path, workspace: Path, site: str) -> dict:
     """Land a FHIR bulk export (or Bundles) and ingest its new files."""
     _keys()
@@ -249,6 +364,7 @@ def ingest_omics_matrix(extract: Extract, landing: Path, site: str, known_patien
 
 
 @flow(name="ingest-omics")
+@holds_workspace_lock("mmfm ingest omics")
 def ingest_omics_flow(source: Path, workspace: Path, site: str, sample_sheet: Path | None = None) -> dict:
     """Land an omics extract (matrix + sample sheet) and ingest its new samples; sample MRNs must belong to
     patients already staged from the same site's EHR extract."""

@@ -5,6 +5,8 @@ the DAG's contract and `dvc.lock` its ledger of hashes. The `pipeline` flow walk
 whether each is out of date, runs only those (as Prefect subflows, in this process), and has DVC record their
 outputs after (`dvc commit`), so a rerun with no new data does no work and says which stages it skipped, and a new
 extract reruns only what depends on it. `dvc repro` in a workspace runs the same stages (`python -m flows.<stage>`).
+A run holds the workspace lock (tasks.workspace_lock) throughout, and checks data/curated against validate's record
+before the first model stage (tasks.curated_check), so no stage trains on data changed after validation.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from pathlib import Path
 
 import yaml
 from prefect import flow, get_run_logger
+
+from tasks.curated_check import check_curated
+from tasks.workspace_lock import holds_workspace_lock
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ def run_stage(root: Path, name: str) -> dict:
 
 
 @flow(name="pipeline")
+@holds_workspace_lock("mmfm pipeline")
 def pipeline(workspace: Path, force: bool = False, stages: list[str] | None = None) -> dict:
     """Run every out-of-date stage in order (or of `stages` only, still in pipeline order); skip the current ones."""
     root, t0 = Path(workspace).resolve(), time.perf_counter()
@@ -93,10 +99,13 @@ def pipeline(workspace: Path, force: bool = False, stages: list[str] | None = No
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGE_NAMES)}")
     log = get_run_logger()
-    ran, skipped, summaries = [], [], {}
+    ran, skipped, summaries, curated_checked = [], [], {}, False
     for stage in STAGES:
         if stages is not None and stage.name not in stages:
             continue
+        if stage.name in MODEL_STAGES and not curated_checked:
+            check_curated(root)  # before any model stage, even one DVC would call current
+            curated_checked = True
         if not force and stage_is_current(root, stage.name):
             skipped.append(stage.name)
             log.info("stage %s is up to date: skipped", stage.name)

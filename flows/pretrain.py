@@ -20,7 +20,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from tasks.curated_check import check_curated
 from tasks.workspace import Workspace
+from tasks.workspace_lock import holds_workspace_lock
 
 EXPERIMENT = "mmfm"
 
@@ -60,6 +62,15 @@ def _genes(ws: Workspace) -> list[str] | None:
     return frame.sort("index")["feature"].to_list() if "feature" in frame.columns else None
 
 
+def _checkpoint_tokenizer(path: Path, resume: bool):
+    """The tokenizer saved with this run's checkpoints, when resuming one (None: train a new one)."""
+    if not (resume and (path / "tokenizer.json").exists()):
+        return None
+    from models.encoders.text import load_tokenizer
+
+    return load_tokenizer(path)
+
+
 @task(name="train-backbone", cache_policy=NO_CACHE)
 def train_backbone(ws: Workspace, p: dict, key: str, resume: bool) -> dict:
     """-> {model, tokenizer, losses, val_losses, best_step, params}; under torchrun when p['nproc'] > 1."""
@@ -72,14 +83,19 @@ def train_backbone(ws: Workspace, p: dict, key: str, resume: bool) -> dict:
 
     cfg = train_config(p, "pretrain")
     config = DatasetConfig()
-    tokenizer = corpus_tokenizer(ws.curated, "train", int(p["vocab_size"]), config.max_text_length)
+    ckpt = ws.state / "checkpoints" / key
+    tokenizer = _checkpoint_tokenizer(ckpt / "tokenizer", resume)
+    if tokenizer is None and (tokenizer := corpus_tokenizer(ws.curated, "train", int(p["vocab_size"]),
+                                                            config.max_text_length)) is not None:
+        # WordPiece training is not deterministic (ties between equally frequent merges): the token ids the
+        # checkpoints are trained with are kept beside them, so a resumed run reads the same ids
+        tokenizer.save_pretrained(str(ckpt / "tokenizer"))
     train, val = load_split(ws.curated, "train", tokenizer, config), load_split(ws.curated, "val", tokenizer, config)
     problems = check_model_inputs(model_inputs(train.take(range(min(64, len(train)))).tensors))
     if problems:
         raise ValueError(f"curated training data break data_contracts/model_io.yaml: {'; '.join(problems[:5])}")
     n_omics = train.tensors["omics"].shape[1] if "omics" in train.tensors else None
     model = new_model(p["model"], cfg.seed, n_omics)
-    ckpt = ws.state / "checkpoints" / key
     nproc = int(p.get("nproc", 1))
     if nproc > 1:
         from tasks.training.ddp import launch_torchrun, save_split
@@ -108,6 +124,7 @@ def train_backbone(ws: Workspace, p: dict, key: str, resume: bool) -> dict:
 
 
 @flow(name="pretrain")
+@holds_workspace_lock("mmfm pretrain")
 def pretrain_flow(workspace: Path, model: str | None = None, steps: int | None = None, nproc: int | None = None,
                   resume: bool = True) -> dict:
     import mlflow
@@ -117,6 +134,7 @@ def pretrain_flow(workspace: Path, model: str | None = None, steps: int | None =
     from tasks.training.bundle import backbone_sha256, save_backbone
 
     ws = Workspace(Path(workspace).resolve())
+    check_curated(ws.root)  # refuse data changed since validate, before any training
     p = ws.section("pretrain", model=model, steps=steps, nproc=nproc)
     facts = tracking.dataset_facts(ws.root)
     key = run_key("pretrain", p, facts["curated_md5"])

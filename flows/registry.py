@@ -8,6 +8,13 @@ registry), judges them with tasks.registry.gate, and records the approval or the
 the version's tags and in the lineage ledger; only an approval moves the alias. `rollback` gives the alias back to
 the version that held it before. `load_verified` is the only way mmfm loads a registered model: a tampered
 artifact refuses to load.
+
+Nothing half-registered: a registration is several calls to the tracking server (log the run, create the version,
+about twenty tags, a ledger event, the alias), and the server may die between any two. The version is therefore
+born with `mmfm.registration=incomplete` (set in the same request that creates it) and gets `complete` as the very
+last write. `download_verified` (hence the gate, predict and monitor) refuses an incomplete version; a rerun of
+`register` on the same files finds it by its content hash and completes it (same version number, the ledger event
+recorded once), instead of registering a second copy.
 """
 
 from __future__ import annotations
@@ -27,10 +34,71 @@ DEFAULT_NAME = "mmfm-multimodal"
 PIP = ["torch==2.13.0", "transformers==5.24.0", "peft==0.21.2", "monai==1.6.1", "mlflow==3.17.2", "pandas==2.3.3",
        "numpy==2.4.6", "polars==2.1.0", "safetensors", "tokenizers"]
 T = "mmfm."
+REGISTRATION = f"{T}registration"  # "incomplete" from the version's creation, "complete" as its last write
 
 
 class PromotionRefused(RuntimeError):
     """The gate said no; the message lists every reason."""
+
+
+class TrackingUnreachable(RuntimeError):
+    """The tracking server did not answer, after MLflow's own bounded retries; the message names its URI."""
+
+
+def transport_failure(exc: BaseException) -> BaseException | None:
+    """The refused, dropped or timed-out connection behind `exc`, if that is what it is (rather than an answer from
+    the server). The whole cause chain is searched: MLflow re-raises one as something else ("Failed to get logged
+    model with ID ...")."""
+    import requests
+
+    transport = (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError,
+                 requests.exceptions.ChunkedEncodingError)
+    chain, seen = [exc], set()
+    while chain:
+        e = chain.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, transport) or "Max retries exceeded" in str(e):
+            return e
+        chain += [e.__cause__, e.__context__]
+    return None
+
+
+def unreachable_message(failure: BaseException) -> str:
+    """One line naming the tracking URI (without user or password) and how the connection failed."""
+    import os
+    from urllib.parse import urlsplit
+
+    import mlflow
+
+    uri = urlsplit(mlflow.get_tracking_uri())
+    shown = f"{uri.scheme}://{uri.hostname}{f':{uri.port}' if uri.port else ''}{uri.path}"
+    text = str(failure).lower()
+    reasons = (("error responses", "server errors"), ("refused", "connection refused"), ("timed out", "timed out"),
+               ("timeout", "timed out"), ("reset", "connection reset"), ("without response", "connection dropped"))
+    why = next((w for k, w in reasons if k in text), "no answer")
+    retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")
+    return (f"MLflow tracking server {shown} unreachable ({why}, after {retries} retries with back-off); rerun once "
+            "it answers")
+
+
+def _tracking_errors(fn):
+    """A flow body whose MLflow calls fail for want of a server raises TrackingUnreachable, decided here where the
+    exception's cause chain is still whole."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            failure = transport_failure(exc)
+            if failure is None:
+                raise
+            raise TrackingUnreachable(unreachable_message(failure)) from exc
+
+    return wrapper
 
 
 def _card(ws: Workspace, evaluation: dict, meta: dict, name: str) -> dict:
@@ -115,11 +183,14 @@ def download_verified(uri: str, dst: Path) -> Path:
     """Download a registered version's artifacts and check every file against its sha256 tags."""
     import mlflow
 
-    from tasks.registry.integrity import manifest_from_tags, verify_tree
+    from tasks.registry.integrity import IntegrityError, manifest_from_tags, verify_tree
 
     client = mlflow.MlflowClient()
     name, version = _parse(uri, client)
     tags = client.get_model_version(name, version).tags
+    if tags.get(REGISTRATION) == "incomplete":
+        raise IntegrityError(f"{name}/{version}: registration incomplete (its register run failed part-way); "
+                             "rerun `mmfm register` to complete it")
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dst)))
     verify_tree(local, manifest_from_tags(tags))
     return local
@@ -144,19 +215,26 @@ def _parse(ref: str, client) -> tuple[str, str]:
     raise ValueError(f"{ref!r}: name a model version as NAME/VERSION or NAME@alias")
 
 
-def _registered_with(client, name: str, content: str) -> str | None:
-    """The version already registered from exactly these backbone, adapter and evaluation files, if any."""
+def _registered_with(client, name: str, content: str):
+    """(complete, incomplete): the version numbers already registered from exactly these backbone, adapter and
+    evaluation files, and the newest one whose registration never finished (see the module docstring)."""
     from mlflow.exceptions import MlflowException
 
     try:
         versions = client.search_model_versions(f"name='{name}'")
-    except MlflowException:
-        return None
-    same = [v.version for v in versions if v.tags.get(f"{T}content_sha256") == content]
-    return str(min(same, key=int)) if same else None
+    except MlflowException as exc:  # an unreachable server is an error, not "nothing registered yet"
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None, None
+        raise
+    same = [v for v in versions if v.tags.get(f"{T}content_sha256") == content]
+    done = [v.version for v in same if v.tags.get(REGISTRATION) != "incomplete"]  # no tag: registered before it
+    pending = [v for v in same if v.tags.get(REGISTRATION) == "incomplete"]
+    return (str(min(done, key=int)) if done else None,
+            max(pending, key=lambda v: int(v.version)) if pending else None)
 
 
 @flow(name="register")
+@_tracking_errors
 def register_flow(workspace: Path, name: str = DEFAULT_NAME, alias: str = "challenger") -> dict:
     import mlflow
     from mlflow.models import infer_signature
@@ -179,26 +257,31 @@ def register_flow(workspace: Path, name: str = DEFAULT_NAME, alias: str = "chall
         staging = Path(tmp) / "model"
         evaluation = _stage_artifacts(ws, staging, name)
         content = tree_sha256(staging)
-        existing = _registered_with(client, name, content)
+        existing, pending = _registered_with(client, name, content)
         if existing is not None:  # a rerun registers nothing twice
             return {"name": name, "version": existing, "alias": alias, "model_uri": f"models:/{name}/{existing}",
                     "dataset_version": facts["dataset_version"], "already_registered": True,
                     "artifacts": None, "phi_findings": None, "mlflow_run_id": None, "lineage_event": None}
         findings = scan_artifacts(staging)
         _, tokenizer, bmeta = load_backbone(ws.models / "backbone")
-        example = input_example(load_split(ws.curated, "test", tokenizer))
-        output = score(load_bundle(staging / "bundle"), example)
-        tags = {**tracking.run_tags(ws.root, "register", facts),
-                f"{T}evaluation_run_id": str(evaluation.get("mlflow_run_id"))}
-        with mlflow.start_run(experiment_id=tracking.experiment_id(ws.root, EXPERIMENT), run_name="register",
-                              tags=tags) as run:
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=MultimodalPyfunc(),
-                artifacts={name: str(staging / name) for name in ("bundle", "evaluation", "card", "governance")
-                           if (staging / name).exists()},
-                signature=infer_signature(example, output), input_example=example, pip_requirements=PIP)
-            mlflow.log_artifact(str(staging / "card" / "model_card.html"), artifact_path="card")
-        mv = mlflow.register_model(info.model_uri, name, tags=tags)
+        if pending is not None:  # an earlier run died after creating the version: complete that one
+            mv, run_id = pending, pending.run_id
+        else:
+            example = input_example(load_split(ws.curated, "test", tokenizer))
+            output = score(load_bundle(staging / "bundle"), example)
+            tags = {**tracking.run_tags(ws.root, "register", facts),
+                    f"{T}evaluation_run_id": str(evaluation.get("mlflow_run_id"))}
+            with mlflow.start_run(experiment_id=tracking.experiment_id(ws.root, EXPERIMENT), run_name="register",
+                                  tags=tags) as run:
+                info = mlflow.pyfunc.log_model(
+                    name="model", python_model=MultimodalPyfunc(),
+                    artifacts={name: str(staging / name) for name in ("bundle", "evaluation", "card", "governance")
+                               if (staging / name).exists()},
+                    signature=infer_signature(example, output), input_example=example, pip_requirements=PIP)
+                mlflow.log_artifact(str(staging / "card" / "model_card.html"), artifact_path="card")
+            mv = mlflow.register_model(info.model_uri, name, tags={
+                **tags, REGISTRATION: "incomplete", f"{T}content_sha256": content})
+            run_id = run.info.run_id
         hashes = hash_tree(Path(mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(Path(tmp) / "registered"))))
     diag = evaluation["tasks"]["diagnosis"]
@@ -219,16 +302,17 @@ def register_flow(workspace: Path, name: str = DEFAULT_NAME, alias: str = "chall
     event = record(ws, "register", f"{name}/{mv.version}", inputs=[ws.models / "backbone", ws.models / "finetuned",
                                                                    ws.models / "evaluation"],
                    params={"name": name, "alias": alias},
-                   facts={"model_version": f"{name}/{mv.version}", "mlflow_run_id": run.info.run_id,
+                   facts={"model_version": f"{name}/{mv.version}", "mlflow_run_id": run_id,
                           "dataset_version": facts["dataset_version"], "artifacts": len(hashes),
                           "artifact_manifest_sha256": version_tags[f"{T}sha256.manifest"]})
     client.set_model_version_tag(name, mv.version, f"{T}lineage_event", event.event_id)
     client.set_registered_model_alias(name, alias, mv.version)
+    client.set_model_version_tag(name, mv.version, REGISTRATION, "complete")  # last: the version is whole
     get_run_logger().info("registered %s version %s as %s", name, mv.version, alias)
     return {"name": name, "version": str(mv.version), "alias": alias, "model_uri": f"models:/{name}/{mv.version}",
-            "already_registered": False,
+            "already_registered": False, "completed_earlier_attempt": pending is not None,
             "dataset_version": facts["dataset_version"], "artifacts": len(hashes), "phi_findings": len(findings),
-            "mlflow_run_id": run.info.run_id, "lineage_event": event.event_id}
+            "mlflow_run_id": run_id, "lineage_event": event.event_id}
 
 
 def candidate_from(client, name: str, version: str, scratch: Path):
@@ -268,6 +352,7 @@ def _history(client, name: str, alias: str) -> list[str]:
 
 
 @flow(name="promote")
+@_tracking_errors
 def promote_flow(workspace: Path, model: str, alias: str, approver: str, reason: str) -> dict:
     import mlflow
 
@@ -309,6 +394,7 @@ def promote_flow(workspace: Path, model: str, alias: str, approver: str, reason:
 
 
 @flow(name="rollback")
+@_tracking_errors
 def rollback_flow(workspace: Path, name: str, alias: str, approver: str, reason: str) -> dict:
     """Give `alias` back to the version that held it before the current one (one command, recorded)."""
     import mlflow

@@ -5,6 +5,8 @@ Reads the staged tables, assigns each patient a split (by patient, never by row)
 that break a `quarantine` rule into the quarantine records (with rule and contract version), and publishes the rest
 to data/curated/ (tables + the image shards their rows point to). A `fail` rule blocks: nothing is published, the
 report says table, rule and count, and the command exits 1.
+What it publishes is recorded at once in dvc.lock (`dvc commit validate`), also when run alone (`mmfm validate`), so
+the model stages can refuse a curated file changed afterwards (tasks.curated_check). It holds the workspace lock.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tasks.quarantine import Quarantine
 from tasks.splits import assign_splits
 from tasks.staged import read_table
 from tasks.workspace import Workspace
+from tasks.workspace_lock import holds_workspace_lock
 
 TABLES = ("patients", "encounters", "labs", "conditions", "notes", "imaging", "omics", "omics_features")
 REPORT = "validation.json"
@@ -68,7 +71,16 @@ def _publish(ws: Workspace, clean: dict[str, pl.DataFrame]) -> dict[str, int]:
     return {name: frame.height for name, frame in clean.items()}
 
 
+def _record(ws: Workspace) -> None:
+    """Have DVC record the published snapshot's hashes (dvc.lock) and files (cache): what the model stages check."""
+    if (ws.root / "dvc.yaml").exists() and (ws.root / ".dvc").is_dir():
+        from flows.pipeline import dvc
+
+        dvc(ws.root, "commit", "--force", "validate")
+
+
 @flow(name="validate")
+@holds_workspace_lock("mmfm validate")
 def validate(workspace: Path) -> dict:
     from tasks.contracts import validate_tables
     from tasks.lineage import artifact_entry, record
@@ -94,6 +106,7 @@ def validate(workspace: Path) -> dict:
     if report.blocked:
         raise ValidationBlocked("; ".join(report.messages))
     summary["curated"] = _publish(ws, report.clean)
+    _record(ws)
     outputs = [ws.curated, ws.reports / REPORT, *([qpath] if qpath else [])]
     event = record(ws, "validate", run_id, inputs=[ws.staged], outputs=outputs, params={"splits": fractions},
                    facts={"quarantined": quarantine.count(), "contract_versions": summary["contract_versions"]})

@@ -2,8 +2,11 @@
 
 Publishing means: DVC records the pipeline's outputs (`dvc commit`: hashes into dvc.lock, data into the cache),
 pushes them to the remote (a local folder by default, S3/GCS/Azure by configuration), and git commits the DVC
-metadata; the commit is the publication. Any failure restores dvc.lock and the git index to what they were, so
-nothing half-published remains (objects already pushed are unreferenced content-addressed blobs, harmless).
+metadata; the commit is the publication. Any failure puts dvc.lock, the .dvc and .gitignore files DVC writes and
+the git index back to what they were before the attempt, so nothing half-published remains and a retry starts from
+the same place (objects already pushed are unreferenced content-addressed blobs, harmless; DVC's partial `.tmp`
+uploads in the remote are never read back). A full disk stops at once, naming the path, instead of being retried.
+The workspace lock is held throughout, so no stage rewrites the data while it is being published.
 Only a snapshot whose validation passed is published: the validation report must be unblocked and must describe
 the staged data that is there now.
 
@@ -14,7 +17,7 @@ A dataset version is `<git rev>` of that commit, the DVC hash of data/curated an
 from __future__ import annotations
 
 import json
-import subprocess
+import re
 from pathlib import Path
 
 from prefect import flow, task
@@ -22,12 +25,45 @@ from prefect.runtime import flow_run
 
 from flows.pipeline import built_stages, dvc
 from tasks.workspace import Workspace, git, lock_hash
+from tasks.workspace_lock import holds_workspace_lock
 
 VALIDATION_REPORT = "data/reports/validation.json"
+# files a publishing attempt may write besides the DVC cache and remote (dvc commit, dvc add, core.autostage)
+TOUCHED = ("dvc.lock", ".gitignore", "data/.gitignore", "models/.gitignore", "data/quarantine.dvc",
+           "data/reports.dvc")
+NO_SPACE = re.compile(r"No space left on device: (?:'[^']*' -> )?'([^']*)'")
 
 
 class PublishError(RuntimeError):
     """Publishing stopped; the message says at which step. Nothing was published."""
+
+
+class NoSpaceLeft(PublishError):
+    """A disk filled up under the DVC cache or remote: retrying cannot help until space is freed."""
+
+
+def _dvc(root: Path, *args: str) -> None:
+    """dvc, with ENOSPC told apart: DVC reports it per file, then only "N files failed to upload" at the end."""
+    done = dvc(root, *args, check=False)
+    if done.returncode == 0:
+        return
+    full = NO_SPACE.search(done.stderr)
+    if full:
+        path = full.group(1).split("/files/md5/")[0]  # the cache's or the remote's root, not one object
+        where = "the DVC cache" if args[0] in ("commit", "add") else "the DVC remote"
+        raise NoSpaceLeft(f"no space left on device at {path} ({where}): free space there (or point the remote "
+                          "elsewhere) and run `mmfm version` again")
+    raise RuntimeError(f"dvc {' '.join(args)} failed: {done.stderr.strip().splitlines()[-1:]}")
+
+
+def _worth_retrying(task, task_run, state) -> bool:
+    try:
+        state.result()
+    except NoSpaceLeft:
+        return False
+    except Exception:  # noqa: BLE001 - anything else may be a passing network fault
+        return True
+    return False
 
 
 def _validated(ws: Workspace) -> dict:
@@ -40,33 +76,43 @@ def _validated(ws: Workspace) -> dict:
     return report
 
 
-@task(name="dvc-push", retries=3, retry_delay_seconds=[2, 5, 15])
+@task(name="dvc-push", retries=3, retry_delay_seconds=[2, 5, 15], retry_condition_fn=_worth_retrying)
 def push(root: Path) -> None:
-    dvc(root, "push")
+    _dvc(root, "push")
 
 
-def _restore(ws: Workspace, had_lock: bool) -> None:
-    """Put dvc.lock and the git index back as they were at HEAD."""
-    subprocess.run(["git", "reset", "-q"], cwd=ws.root, check=False)
-    if had_lock:
-        subprocess.run(["git", "checkout", "-q", "HEAD", "--", "dvc.lock"], cwd=ws.root, check=False)
-    else:
-        (ws.root / "dvc.lock").unlink(missing_ok=True)
+def _snapshot(ws: Workspace) -> tuple[str, dict[str, bytes | None]]:
+    """The git index (as a tree) and the files an attempt may touch, so a failure can put them back exactly."""
+    files = {name: (ws.root / name).read_bytes() if (ws.root / name).exists() else None for name in TOUCHED}
+    return git(ws.root, "write-tree").strip(), files
+
+
+def _restore(ws: Workspace, before: tuple[str, dict[str, bytes | None]]) -> None:
+    """Put the git index and the touched files back as they were before the attempt."""
+    tree, files = before
+    for name, content in files.items():
+        path = ws.root / name
+        if content is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_bytes(content)
+    git(ws.root, "read-tree", tree)
 
 
 @flow(name="version")
+@holds_workspace_lock("mmfm version")
 def version(workspace: Path, message: str = "", push_retries: int = 3) -> dict:
     from tasks.lineage import artifact_entry, record
 
     ws = Workspace(Path(workspace).resolve())
     report = _validated(ws)
-    had_lock = bool(git(ws.root, "ls-files", "dvc.lock").strip())
+    before = _snapshot(ws)
     step = "dvc commit"
     try:
-        dvc(ws.root, "commit", "--force", *built_stages(ws.root))
+        _dvc(ws.root, "commit", "--force", *built_stages(ws.root))
         governance = [d for d in (ws.quarantine, ws.reports) if d.exists() and any(d.iterdir())]
         if governance:  # quarantine records and reports travel with the dataset version they explain
-            dvc(ws.root, "add", *(str(d.relative_to(ws.root)) for d in governance))
+            _dvc(ws.root, "add", *(str(d.relative_to(ws.root)) for d in governance))
         curated = lock_hash(ws.root, "validate", "data/curated")
         if curated is None or report.get("staged_sha256") != artifact_entry(ws.staged, ws.root)["sha256"]:
             raise PublishError("the validation report does not describe the staged data now in the workspace: "
@@ -83,7 +129,7 @@ def version(workspace: Path, message: str = "", push_retries: int = 3) -> dict:
         text = message or f"dataset version: curated {curated[:12]}, contracts {json.dumps(contracts, sort_keys=True)}"
         git(ws.root, "commit", "-q", "--allow-empty", "-m", text)
     except Exception as exc:
-        _restore(ws, had_lock)
+        _restore(ws, before)
         raise PublishError(f"publishing stopped at {step}; nothing was published ({exc})") from None
     rev = git(ws.root, "rev-parse", "HEAD").strip()
     dataset_version = f"{rev[:12]}-{curated[:12]}"

@@ -1,7 +1,12 @@
-"""What ingest remembers between runs: which landed objects were processed, which PACS studies were fetched, and
-the demo's pseudonym key.
+"""What ingest remembers between runs: which landed objects were processed, which PACS studies were fetched, which
+extract is being published right now, and the demo's pseudonym key.
 
 A small SQLite file in the workspace's state folder (.mmfm/ingest.db). Study UIDs are stored keyed (HMAC), never raw.
+
+Resuming after `kill -9`: publishing an extract claims it first (`claim`: the run id that started it, kept until
+`mark_processed` releases it in the same transaction that records its files). A run killed in between leaves the
+claim behind, so the rerun publishes under the *first* run's id: its quarantine file, de-identification report and
+ledger event carry the same names and bytes and are overwritten or found again, never written twice.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS processed (sha256 TEXT NOT NULL, kind TEXT NOT NULL, site TEXT NOT NULL,
                                       extract_id TEXT NOT NULL, run_id TEXT NOT NULL, PRIMARY KEY (sha256, kind, site));
 CREATE TABLE IF NOT EXISTS fetched_studies (study_key TEXT PRIMARY KEY, url_key TEXT NOT NULL, run_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS publishing (kind TEXT NOT NULL, site TEXT NOT NULL, extract_id TEXT NOT NULL,
+                                       run_id TEXT NOT NULL, PRIMARY KEY (kind, site, extract_id));
 """
 
 
@@ -36,10 +43,20 @@ class IngestState:
             rows = db.execute("SELECT sha256 FROM processed WHERE kind = ? AND site = ?", (kind, site)).fetchall()
         return {r[0] for r in rows}
 
+    def claim(self, kind: str, site: str, extract_id: str, run_id: str) -> str:
+        """The run id to publish this extract under: that of an earlier run killed while publishing it, else ours."""
+        with closing(self._connect()) as db, db:
+            db.execute("INSERT OR IGNORE INTO publishing VALUES (?, ?, ?, ?)", (kind, site, extract_id, run_id))
+            return db.execute("SELECT run_id FROM publishing WHERE kind = ? AND site = ? AND extract_id = ?",
+                              (kind, site, extract_id)).fetchone()[0]
+
     def mark_processed(self, shas: list[str], kind: str, site: str, extract_id: str, run_id: str) -> None:
+        """Record the extract's files as processed and release its claim, in one transaction (the commit point)."""
         with closing(self._connect()) as db, db:
             db.executemany("INSERT OR IGNORE INTO processed VALUES (?, ?, ?, ?, ?)",
                            [(s, kind, site, extract_id, run_id) for s in shas])
+            db.execute("DELETE FROM publishing WHERE kind = ? AND site = ? AND extract_id = ?",
+                       (kind, site, extract_id))
 
     def fetched(self) -> set[str]:
         with closing(self._connect()) as db:

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tasks.faults import kill_point
 from tasks.landing import sha256_file
 from tasks.workspace import Workspace
 
@@ -259,6 +260,10 @@ class Ledger:
         other machines on one file system with working locks) queue up and extend one chain. With `once=True` an
         event already recorded for (stage, run_id) is returned instead, checked under the same lock, so a retried
         or rerun task does not record itself twice. `params`/`facts`: settings and counts only, never data values.
+
+        A process killed mid-append (`kill -9`, power loss) leaves no torn or half-chained row: the row becomes
+        visible only at COMMIT, and SQLite rolls an interrupted transaction back (its hot journal) the next time
+        the file is opened. tests/reliability/test_kill_resume.py kills an appender between INSERT and COMMIT.
         """
         if not stage or not run_id:
             raise ValueError("an event needs a stage and a run_id")
@@ -271,6 +276,7 @@ class Ledger:
             con.execute("BEGIN IMMEDIATE")
             try:
                 event = (once and self._find(con, stage, str(run_id))) or self._insert(con, body)
+                kill_point("lineage.mid_append")
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")

@@ -3,8 +3,9 @@
 Plain functions, no Prefect: the ingest flow wraps each call in a task, so this module stays testable on its own.
 
 Retries: every call here is **single-shot**. Prefect's task retries (house style `retries=3,
-retry_delay_seconds=[2, 5, 15]`) are the one retry mechanism: a client that also retried inside would multiply
-attempts (3 x 3) and hide minutes of back-off inside one task run where the UI cannot show them. Each failure raises
+retry_delay_seconds=[2, 5, 15]`; params.yaml `ingest.pacs.retry_delays` changes them) are the one retry mechanism:
+a client that also retried inside would multiply attempts (3 x 3) and hide minutes of back-off inside one task run
+where the UI cannot show them. Each failure raises
 `PacsError` whose `retryable` says whether trying again can help (connection errors, timeouts, HTTP 5xx and 429, a
 DIMSE association that never came up), so the flow retries only those::
 
@@ -19,8 +20,8 @@ Retrying is safe because files are content-addressed (`<sha256>.dcm`) and rename
 retried retrieval rewrites the same names and a failed one leaves no truncated `.dcm`.
 
 PHI: a `StudyRef` keeps the Study Instance UID (needed to fetch) and two counts, nothing about the patient; file names
-are hashes of content; `PacsError` names the URL path and status, never the query string (filters may hold a
-PatientID) nor a response body (a PACS error page may echo patient data); logs carry counts only. Mind that httpx
+are hashes of content; `PacsError` names the URL path (UIDs masked) and status, never the query string (filters may
+hold a PatientID) nor a response body (a PACS error page may echo patient data); logs carry counts only. Mind that httpx
 itself logs every request's full URL, query included, on the `httpx` logger at INFO: keep that logger at WARNING (the
 default under Prefect) wherever QIDO filters hold identifiers.
 Writes: DICOMweb uploads go through STOW-RS (`POST {base}/studies`), the standard, so the same code talks to any
@@ -58,11 +59,17 @@ _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _MAX_HEADER_BYTES = 64 * 1024  # a part's headers or the preamble; bounds memory against a malformed answer
 
 
+_UID_SEGMENT = re.compile(r"/[0-9]+(\.[0-9]+)+(?=/|$)")
+
+
 class PacsError(RuntimeError):
     """A PACS call failed. `status` is the HTTP status (DICOMweb) or the DIMSE status (C-FIND/C-GET), None when no
-    answer came; `retryable` says whether trying again later can help."""
+    answer came; `retryable` says whether trying again later can help. UIDs in `path` read `{uid}`: a Study
+    Instance UID identifies a patient's study (PS3.15 replaces it on de-identification), so it stays out of
+    messages, and therefore out of Prefect's logs of failed and retried task runs."""
 
     def __init__(self, what: str, *, path: str = "", status: int | None = None, retryable: bool = False) -> None:
+        path = _UID_SEGMENT.sub("/{uid}", path)
         self.path, self.status, self.retryable = path, status, retryable
         where = f" [{path}]" if path else ""
         code = f" (status {status})" if status is not None else ""
@@ -72,6 +79,16 @@ class PacsError(RuntimeError):
 def is_retryable(exc: BaseException | object) -> bool:
     """Whether a task that failed with `exc` should go on to its retry policy (see the module docstring)."""
     return isinstance(exc, PacsError) and exc.retryable
+
+
+def display_url(url: str) -> str:
+    """A PACS base URL as messages may show it: scheme, host, port and path; never a user, password or query."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return "(unparseable PACS URL)"
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.scheme}://{parsed.host}{port}{_UID_SEGMENT.sub('/{uid}', parsed.path)}"
 
 
 @dataclass(frozen=True)

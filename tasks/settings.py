@@ -23,12 +23,33 @@ TELEMETRY_OFF = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+# a flow run sends a heartbeat this often (s); prefect.yaml's automation marks a run CRASHED after 90 s without
+# one, so Prefect's default of 180 s would mark live runs crashed (30 is Prefect's minimum)
+RUN_DEFAULTS = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
+
+
+# MLflow's client retries a failed request 7 times with back-off factor 2 (about 4 minutes) and waits up to 120 s for
+# each answer, so a command against a tracking server that is down would hang for many minutes per request. These
+# bounds (a user's own values win): 4 retries after 0, 4, 8 and 16 s (urllib3 does not wait before the first retry;
+# plus up to 1 s of jitter each), i.e. about half a minute before a request to a dead server gives up.
+MLFLOW_CLIENT_BOUNDS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
 
 
+def bounded_mlflow_retries() -> None:
+    """Set MLFLOW_CLIENT_BOUNDS where the user has not set these variables (MLflow reads them at each request)."""
+    for key, value in MLFLOW_CLIENT_BOUNDS.items():
+        os.environ.setdefault(key, value)
+
+
 def quiet_telemetry() -> None:
-    """Set the stack's telemetry switches off where the user has not set them."""
-    for key, value in TELEMETRY_OFF.items():
+    """Set the stack's telemetry switches off (and the run heartbeat) where the user has not set them."""
+    for key, value in {**TELEMETRY_OFF, **RUN_DEFAULTS}.items():
         os.environ.setdefault(key, value)
 
 

@@ -47,10 +47,17 @@ def write_part(staged: Path, table: str, extract_id: str, rows: list[dict]) -> P
         return None
     path = staged / table / f"{extract_id}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    _frame(table, rows).write_parquet(tmp)
-    os.replace(tmp, path)
+    _atomic_parquet(_frame(table, rows), path)
     return path
+
+
+def _atomic_parquet(frame: pl.DataFrame, path: Path) -> None:
+    """Write under a hidden temporary name, then rename: a kill leaves no torn part, and no stray file that a
+    table's `*.parquet` glob, DVC's hash of data/staged or the ledger's tree hash would pick up (names starting
+    with '.' are skipped by the tree hash; the rerun writes the same name and replaces it)."""
+    tmp = path.with_name(f".{path.name}.incoming")
+    frame.write_parquet(tmp)
+    os.replace(tmp, path)
 
 
 def read_table(staged: Path, table: str) -> pl.DataFrame:
@@ -79,5 +86,5 @@ def build_cohort(staged: Path) -> pl.DataFrame:
         patients = patients.with_columns(pl.col("patient_id").is_in(have.implode()).alias(f"has_{modality}"))
     cohort = patients.sort("patient_id")
     staged.mkdir(parents=True, exist_ok=True)
-    cohort.write_parquet(staged / "cohort.parquet")
+    _atomic_parquet(cohort, staged / "cohort.parquet")
     return cohort

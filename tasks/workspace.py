@@ -16,10 +16,14 @@ import yaml
 from tasks.settings import get_settings
 
 DEFAULT_PARAMS = {
-    "synth": {"patients": 200, "sites": 3, "seed": 7, "missing_rate": 0.2, "corrupt_rate": 0.02},
-    "validate": {"splits": {"train": 0.7, "val": 0.15, "test": 0.15}},
+    # the demo's cohort; shifted_patients: the size of the extract the demo monitors (null: half the cohort, >= 90)
+    "synth": {"patients": 200, "sites": 3, "seed": 7, "missing_rate": 0.2, "corrupt_rate": 0.02,
+              "shifted_patients": None},
+    # a test split of 20%: subgroups (sex, site, age band) of at least evaluate.min_group patients for the gate
+    "validate": {"splits": {"train": 0.7, "val": 0.1, "test": 0.2}},
     "ingest": {
         "max_items_per_task": 64,
+        "pacs": {"retry_delays": [2, 5, 15]},  # seconds between retries of a failed PACS request (at most 10)
         "imaging": {"image_size": [64, 64], "ct_shape": [16, 48, 48], "ct_spacing": [6.0, 6.0, 10.0],
                     "allow_burned_in": False},
     },

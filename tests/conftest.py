@@ -28,7 +28,7 @@ def pseudonym_key(monkeypatch):
 SMALL_TRAINING = {"pretrain": {"steps": 6, "eval_every": 3, "checkpoint_every": 3, "batch_size": 8},
                   "finetune": {"steps": 4, "eval_every": 2, "batch_size": 8},
                   "evaluate": {"n_boot": 20, "baseline_steps": 3, "min_group": 3, "gradcam_patients": 1},
-                  "promote": {"max_subgroup_gap": 1.0}}  # 40 patients: subgroup estimates are noise
+                  "promote": {"subgroup_gap_rule": "report"}}  # 40 patients: subgroups too small to judge
 
 
 @pytest.fixture(scope="session")

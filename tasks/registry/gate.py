@@ -36,7 +36,9 @@ class GatePolicy:
     tolerance: float = 0.01
     max_subgroup_gap: float = 0.10
     # "significant": a gap over the maximum refuses only when its 95% interval excludes 0 (groups of ~25 patients
-    # differ by 0.15 AUROC by chance); "point": the point estimate alone decides. Without CIs the point decides.
+    # differ by 0.15 AUROC by chance); "point": the point estimate alone decides (without CIs it always does);
+    # "report": gaps are listed but never refuse, nor does an unmeasurable gap (cohorts too small to have subgroups:
+    # tests, smoke runs); the decision records which rule was used.
     subgroup_gap_rule: str = "significant"
     required_split: str = "test"
 
@@ -120,9 +122,9 @@ def _beats_champion(c: Candidate, champion: Candidate | None, p: GatePolicy) -> 
 
 
 def _subgroup_gap(c: Candidate, p: GatePolicy) -> Check:
-    if p.subgroup_gap_rule not in ("significant", "point"):
-        return False, f"Unknown subgroup_gap_rule {p.subgroup_gap_rule!r} (significant or point)."
-    if not c.subgroup_metrics:
+    if p.subgroup_gap_rule not in ("significant", "point", "report"):
+        return False, f"Unknown subgroup_gap_rule {p.subgroup_gap_rule!r} (significant, point or report)."
+    if not c.subgroup_metrics and p.subgroup_gap_rule != "report":
         return False, f"No subgroup metrics were reported for {p.primary_metric}, so fairness gaps are unknown."
     wide, summary = [], []
     for family, groups in sorted(c.subgroup_metrics.items()):
@@ -135,8 +137,8 @@ def _subgroup_gap(c: Candidate, p: GatePolicy) -> Check:
         gap, interval = values[hi][0] - values[lo][0], _gap_interval(values[hi], values[lo])
         said = f"{family} gap {gap:.3f} ({hi} {values[hi][0]:.3f} vs {lo} {values[lo][0]:.3f})"
         said += f", 95% CI [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
-        if gap <= p.max_subgroup_gap:
-            summary.append(f"{family} gap {gap:.3f}")
+        if gap <= p.max_subgroup_gap or p.subgroup_gap_rule == "report":
+            summary.append(f"{family} gap {gap:.3f}" if gap <= p.max_subgroup_gap else f"{said}: over the maximum")
         elif p.subgroup_gap_rule == "significant" and interval and interval[0] <= 0:
             summary.append(f"{said}: over {p.max_subgroup_gap:.3f} but not distinguishable from no gap "
                            "(too few patients per group to tell)")
@@ -145,6 +147,12 @@ def _subgroup_gap(c: Candidate, p: GatePolicy) -> Check:
     if wide:
         joined = "; ".join(wide)
         return False, f"Subgroup {p.primary_metric} gaps exceed the maximum {p.max_subgroup_gap:.3f}: {joined}."
+    if p.subgroup_gap_rule == "report":
+        return True, f"subgroup_gap_rule report (gaps do not refuse): {'; '.join(summary) or 'no subgroups'}"
+    if all(s.endswith("fewer than two groups") for s in summary):  # nothing compared: the gap is unknown
+        return False, (f"No subgroup family has two groups large enough to measure {p.primary_metric} "
+                       f"({'; '.join(summary)}), so fairness gaps are unknown: evaluate on a larger test split "
+                       "or lower evaluate.min_group.")
     return True, "; ".join(summary)
 
 

@@ -51,8 +51,7 @@ def test_pipeline_skips_current_stages_versions_roll_back_and_check_out(tmp_path
     assert v1["git_rev"] == _git(ws.root, "rev-parse", "HEAD")
     labs_v1 = pl.read_parquet(ws.curated / "labs.parquet")
 
-    # a failed push publishes nothing: same HEAD, same dvc.lock
-    lock_before = (ws.root / "dvc.lock").read_text()
+    # a failed push publishes nothing: same HEAD, same dvc.lock as before the attempt
     (tmp_path / "not-a-dir").write_text("")
     dvc(ws.root, "remote", "modify", "local", "url", str(tmp_path / "not-a-dir" / "remote"))
     shutil.copytree(cohort / "site-b", ws.extracts / "hospital" / "site-b")
@@ -60,6 +59,7 @@ def test_pipeline_skips_current_stages_versions_roll_back_and_check_out(tmp_path
     assert partial["ran"] == ["ingest", "validate"]
     assert partial["stages"]["ingest"]["received"] > 0
     assert all(s["site"] == "site-b" for s in partial["stages"]["ingest"]["sources"] if s["received"])
+    lock_before = (ws.root / "dvc.lock").read_text()
     with pytest.raises(PublishError, match="dvc push"):
         version(workspace=ws.root, push_retries=0)
     assert _git(ws.root, "rev-parse", "HEAD") == v1["git_rev"]

@@ -42,12 +42,13 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory, orthanc_install: tuple[str
 
 
 @pytest.fixture
-def orthanc_factory(tmp_path: Path, orthanc_install: tuple[str, str]) -> Iterator[Callable[[], OrthancServer]]:
-    """Start extra, short-lived Orthancs (e.g. one to stop under the client's feet); all are stopped afterwards."""
+def orthanc_factory(tmp_path: Path, orthanc_install: tuple[str, str]) -> Iterator[Callable[..., OrthancServer]]:
+    """Start extra, short-lived Orthancs (e.g. one to stop under the client's feet); all are stopped afterwards.
+    Keyword arguments are OrthancServer fields (e.g. `lua_scripts`)."""
     servers: list[OrthancServer] = []
 
-    def start() -> OrthancServer:
-        servers.append(_start(tmp_path / f"orthanc{len(servers)}", orthanc_install))
+    def start(**options) -> OrthancServer:
+        servers.append(_start(tmp_path / f"orthanc{len(servers)}", orthanc_install, **options))
         return servers[-1]
 
     yield start
@@ -55,8 +56,8 @@ def orthanc_factory(tmp_path: Path, orthanc_install: tuple[str, str]) -> Iterato
         server.stop()
 
 
-def _start(workdir: Path, install: tuple[str, str]) -> OrthancServer:
+def _start(workdir: Path, install: tuple[str, str], **options) -> OrthancServer:
     try:
-        return start_orthanc(workdir, *install)
+        return start_orthanc(workdir, *install, **options)
     except RuntimeError as exc:  # installed but does not come up: a real failure, locally too
         pytest.fail(str(exc))

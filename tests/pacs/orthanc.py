@@ -66,6 +66,7 @@ class OrthancServer:
     user: str = USER
     password: str = PASSWORD
     aet: str = AE_TITLE
+    lua_scripts: tuple[str, ...] = ()  # Orthanc's own Lua hooks, e.g. a fault to inject (tests/reliability)
     process: subprocess.Popen | None = None
 
     @property
@@ -105,9 +106,11 @@ class OrthancServer:
             "DicomModalities": {},
             "SaveJobs": False,
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "Host": f"127.0.0.1:{self.http_port}", "Ssl": False},
+            "LuaScripts": list(self.lua_scripts),
         }
 
     def start(self) -> OrthancServer:
+        """Start (or start again, on the same ports and database, after `stop()` or a crash)."""
         config_dir = self.workdir / "config"
         config_dir.mkdir(parents=True, exist_ok=True)
         (config_dir / "orthanc.json").write_text(json.dumps(self.config(), indent=2))
@@ -149,10 +152,11 @@ class OrthancServer:
             return "(no log)"
 
 
-def start_orthanc(workdir: Path, binary: str, plugin: str, attempts: int = 3) -> OrthancServer:
-    """Start an Orthanc, with fresh ports on each attempt: a port free when probed may be taken before Orthanc binds."""
+def start_orthanc(workdir: Path, binary: str, plugin: str, attempts: int = 3, **options) -> OrthancServer:
+    """Start an Orthanc, with fresh ports on each attempt: a port free when probed may be taken before Orthanc binds.
+    `options` are further OrthancServer fields (e.g. `lua_scripts`)."""
     for attempt in range(1, attempts + 1):
-        server = OrthancServer(workdir / f"try{attempt}", binary, plugin)
+        server = OrthancServer(workdir / f"try{attempt}", binary, plugin, **options)
         try:
             return server.start()
         except RuntimeError:

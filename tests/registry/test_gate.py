@@ -51,6 +51,8 @@ REFUSALS = [
     ("wide subgroup gap", good(subgroup_metrics={"sex": {"F": 0.74, "M": 0.88}}), "subgroup_gap",
      "sex gap 0.140 (M 0.880 vs F 0.740)"),
     ("no subgroups", good(subgroup_metrics={}), "subgroup_gap", "No subgroup metrics"),
+    ("no family with two measured groups", good(subgroup_metrics={"sex": {"male": 0.66}, "site": {"site-a": 0.7}}),
+     "subgroup_gap", "sex: fewer than two groups; site: fewer than two groups), so fairness gaps are unknown"),
     ("contracts failed", good(contracts_passed=False), "contracts_passed", "failed"),
     ("contracts unknown", good(contracts_passed=None), "contracts_passed", "unknown"),
     ("phi found", good(phi_findings=[Finding("card.md", 3, "email")]), "no_phi_findings", "kinds: email"),
@@ -124,3 +126,12 @@ def test_a_wide_gap_with_tight_intervals_refuses_and_the_point_rule_refuses_on_t
     noisy = good(subgroup_metrics={"sex": {"female": _group(0.392, 0.12), "male": _group(0.549, 0.12)}})
     assert failed_rules(evaluate_gate(noisy, CHAMPION, GatePolicy(subgroup_gap_rule="point"))) == ["subgroup_gap"]
     assert failed_rules(evaluate_gate(good(), CHAMPION, GatePolicy(subgroup_gap_rule="vibes"))) == ["subgroup_gap"]
+
+
+def test_the_report_rule_lists_gaps_and_unmeasurable_families_without_refusing():
+    tiny = good(subgroup_metrics={"sex": {"male": 0.66}, "site": {"a": 0.2, "b": 0.9}})
+    decision = evaluate_gate(tiny, CHAMPION, GatePolicy(subgroup_gap_rule="report"))
+    detail = next(c["detail"] for c in decision.checks if c["rule"] == "subgroup_gap")
+    assert decision.approved and detail.startswith("subgroup_gap_rule report (gaps do not refuse)")
+    assert "sex: fewer than two groups" in detail and "site gap 0.700 (b 0.900 vs a 0.200): over the maximum" in detail
+    assert failed_rules(evaluate_gate(tiny, CHAMPION, POLICY)) == ["subgroup_gap"]

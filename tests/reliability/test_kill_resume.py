@@ -1,0 +1,221 @@
+"""Resumable: `kill -9` the demo (the whole pipeline: ingest -> validate -> version -> pretrain -> finetune ->
+evaluate -> register -> promote -> monitor) inside each stage, rerun, and it completes with the outputs of a run that
+was never interrupted: no duplicated rows, artifacts, ledger events, MLflow runs or registered versions, at most the
+in-flight task done again, and no process of the killed group left.
+
+Cost: one chain on one workspace. Run 1 kills itself in ingest while publishing the fourth extract (site-b's FHIR
+export, which has quarantined lines) with its staged parts, quarantine file and de-id report written and its ledger
+event and ingest-state record not yet (tasks/faults.py: no file appears in between for a test to watch for);
+runs 2-5 are each SIGKILLed by this test the moment a real side effect shows the next stage in flight; run 6
+completes. The uninterrupted reference is conftest.py's `clean_demo`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from contextlib import closing
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tests.reliability.demo_runs import (
+    finished_runs,
+    ledger_events,
+    leftovers,
+    make_workspace,
+    mlflow_rows,
+    registered_versions,
+    run_demo,
+)
+
+slow = pytest.mark.slow  # every test on the killed chain; the ledger test below is quick
+
+
+def _in_validate(ws: Path) -> dict | None:
+    return {"gx": True} if (ws / "data" / "reports" / "gx").exists() else None  # GX is checking the tables
+
+
+def _in_version(ws: Path) -> dict | None:  # `dvc add` of the governance folders: after dvc commit, before git commit
+    return {"dvc_add": True} if (ws / "data" / "reports.dvc").exists() else None
+
+
+def _in_pretrain(ws: Path) -> dict | None:  # a checkpoint written, training not finished (12 steps, one every 3)
+    ckpts = sorted((ws / ".mmfm" / "checkpoints").glob("pretrain-*/ckpt_*.pt"))
+    return {"checkpoints": {str(p): p.stat().st_ino for p in ckpts}} if ckpts else None
+
+
+def _in_register(ws: Path) -> dict | None:  # the version row exists, its tags and alias not yet
+    rows = mlflow_rows(ws, "SELECT version FROM model_versions")
+    return {"versions": rows} if rows else None
+
+
+KILLS = [("validate", _in_validate), ("version", _in_version), ("pretrain", _in_pretrain), ("register", _in_register)]
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, clean_demo):
+    root = tmp_path_factory.mktemp("killed-demo")
+    ws = make_workspace(root / "ws")
+    runs = {"ingest": run_demo(ws, root / "logs", fault="ingest.after_parts@4")}
+    for stage, watch in KILLS:
+        runs[stage] = run_demo(ws, root / "logs", kill_when=(stage, watch))
+    final = run_demo(ws, root / "logs")
+    print({k: (r.returncode, r.killed_at, r.seconds) for k, r in {**runs, "final": final}.items()})
+    return ws, runs, final
+
+
+@slow
+def test_every_run_was_killed_in_its_stage_and_the_last_one_completes(chain):
+    ws, runs, final = chain
+    for stage, run in runs.items():
+        assert run.returncode == -9, (stage, run.returncode, run.stderr[-2000:])
+        assert stage == "ingest" or run.killed_at == stage, (stage, run.killed_at)
+    assert final.returncode == 0, final.stderr[-3000:]
+    out = final.summary()
+    assert out["dataset_version"] and out["governance"]["registered"] == "mmfm-multimodal/1", out["stages"]
+
+
+@slow
+@pytest.mark.parametrize("stage", ["ingest", "validate", "version", "pretrain", "register"])
+def test_no_process_of_a_killed_run_is_left(chain, stage):
+    assert leftovers(chain[1][stage].tag, grace_s=2) == []
+
+
+def _tables(folder: Path) -> dict[str, pl.DataFrame]:
+    from tasks.staged import read_table
+
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in ("images",)) \
+        if folder.name == "staged" else sorted(p.stem for p in folder.glob("*.parquet"))
+    return {n: read_table(folder, n) if folder.name == "staged" else pl.read_parquet(folder / f"{n}.parquet")
+            for n in names}
+
+
+@slow
+@pytest.mark.parametrize("layer", ["staged", "curated"])
+def test_tables_have_no_duplicates_and_equal_the_uninterrupted_run(chain, clean_demo, layer):
+    from tasks.lineage import tree_sha256
+    from tasks.staged import ID_COLUMN
+
+    ws, clean = chain[0], clean_demo[0]
+    got, want = _tables(ws / "data" / layer), _tables(clean / "data" / layer)
+    assert set(got) == set(want) and want
+    for name, frame in got.items():
+        key = ID_COLUMN.get(name)
+        if key in frame.columns:
+            assert frame[key].is_duplicated().sum() == 0, f"{layer}/{name}: duplicate {key}"
+        assert frame.sort(frame.columns).equals(want[name].sort(want[name].columns)), f"{layer}/{name} differs"
+    assert tree_sha256(ws / "data" / layer) == tree_sha256(clean / "data" / layer)  # byte for byte
+
+
+@slow
+def test_quarantine_and_deid_reports_are_those_of_the_uninterrupted_run_once(chain, clean_demo):
+    from tasks.quarantine import read_quarantine
+
+    cols = ["source_uri", "location", "source", "stage", "rule"]
+    got = read_quarantine(chain[0] / "data" / "quarantine").select(cols)
+    want = read_quarantine(clean_demo[0] / "data" / "quarantine").select(cols)
+    assert got.height == want.height and got.sort(cols).equals(want.sort(cols))
+    assert not list((chain[0] / "data" / "quarantine").glob(".*")), "a temporary file was left in quarantine/"
+    reports = [sorted(p.read_text() for p in (ws / "data" / "reports").glob("deid-*.json"))
+               for ws in (chain[0], clean_demo[0])]
+    assert reports[0] == reports[1], "de-identification reports differ from (or duplicate) the uninterrupted run's"
+
+
+def _logical(events) -> Counter:
+    """What a ledger says happened, without ids and times: stage, and for ingest which extract and its counts."""
+    return Counter((e.stage, e.params.get("source"), e.params.get("site"),
+                    tuple(sorted((k, v) for k, v in e.facts.items() if k in ("received", "ingested", "quarantined"))))
+                   for e in events)
+
+
+@slow
+def test_ledger_has_the_events_of_the_uninterrupted_run_once_and_verifies(chain, clean_demo):
+    from tasks.lineage import Ledger, verify
+
+    got, want = ledger_events(chain[0]), ledger_events(clean_demo[0])
+    assert _logical(got) == _logical(want)
+    assert len({(e.stage, e.run_id) for e in got}) == len(got)
+    report = verify(Ledger.of_workspace(chain[0]), chain[0])
+    assert report.ok, report.text()
+
+
+@slow
+def test_mlflow_has_one_registered_version_and_no_extra_completed_run(chain, clean_demo):
+    assert registered_versions(chain[0]) == registered_versions(clean_demo[0]) == [("mmfm-multimodal", 1)]
+    assert finished_runs(chain[0]) == finished_runs(clean_demo[0])
+
+
+@slow
+def test_ingest_resumes_only_the_extract_in_flight(chain, clean_demo):
+    ws, runs, _ = chain
+    first, second = runs["ingest"], runs["validate"]
+    everything = clean_demo[1].published()
+    assert len(everything) == len(set(everything)) >= 3
+    assert first.published() == everything[:3]  # killed while publishing the fourth extract
+    assert second.published() == everything[3:]  # the in-flight one once, then the rest; never the first three again
+    with closing(sqlite3.connect(ws / ".mmfm" / "ingest.db")) as db:
+        assert db.execute("SELECT count(*) FROM publishing").fetchone()[0] == 0  # no claim left open
+
+
+@slow
+@pytest.mark.parametrize("stage,before", [("version", {"ingest", "validate"}), ("pretrain", {"ingest", "validate"}),
+                                          ("register", {"ingest", "validate", "pretrain", "finetune", "evaluate"})])
+def test_a_rerun_skips_the_stages_finished_before_the_kill(chain, stage, before):
+    """The run after the kill in `stage` (the next one in the chain) did not redo what was done."""
+    ws, runs, final = chain
+    order = list(runs) + ["final"]
+    after = {**runs, "final": final}[order[order.index(stage) + 1]]
+    assert before <= after.skipped_stages(), after.skipped_stages()
+
+
+@slow
+def test_pretrain_resumed_from_its_checkpoint(chain):
+    """Checkpoints written before the kill were not written again (training went on from the last one, it did not
+    restart), and the backbone carries the tokenizer those checkpointed steps were trained with. The second matters
+    because WordPiece training (HF tokenizers 0.22) is not deterministic: the same corpus gives another vocabulary
+    each time, so a resumed run that trains a new tokenizer feeds the restored weights other token ids. The contract
+    checked: the checkpoint folder keeps its tokenizer (`<checkpoint dir>/tokenizer/`) and a resumed run uses it."""
+    ws, runs, _ = chain
+    killed = runs["pretrain"].facts["checkpoints"]
+    for path, inode in killed.items():
+        assert Path(path).stat().st_ino == inode, f"{path} was written again: training restarted"
+    saved = Path(next(iter(killed))).parent / "tokenizer" / "tokenizer.json"
+    assert saved.exists(), "the checkpoint folder does not keep the tokenizer its weights were trained with"
+    vocab = [json.loads(f.read_text())["model"]["vocab"]  # the token ids (truncation settings may differ)
+             for f in (saved, ws / "models" / "backbone" / "tokenizer" / "tokenizer.json")]
+    assert vocab[0] == vocab[1]
+
+
+LEDGER_WRITER = """
+import sys
+from pathlib import Path
+from tasks.lineage import Ledger
+ledger = Ledger(Path(sys.argv[1]))
+for i in range(3):
+    ledger.append("ingest", f"run-{i}", params={"i": i})
+"""
+
+
+def test_a_kill_mid_append_leaves_no_torn_or_half_chained_event(tmp_path):
+    """SIGKILL between INSERT and COMMIT of the third event: the ledger keeps two whole events, verifies, and the
+    next append chains onto the second."""
+    import os
+    import subprocess
+    import sys
+
+    from tasks.lineage import GENESIS, Ledger, verify
+    from tests.reliability.demo_runs import ROOT
+
+    path = tmp_path / ".mmfm" / "lineage.db"
+    env = {**os.environ, "MMFM_FAULT_KILL_AT": "lineage.mid_append@3"}
+    done = subprocess.run([sys.executable, "-c", LEDGER_WRITER, str(path)], cwd=ROOT, env=env, timeout=120)
+    assert done.returncode == -9
+    ledger = Ledger(path)
+    assert [e.run_id for e in ledger.events()] == ["run-0", "run-1"]
+    assert verify(ledger, tmp_path).ok
+    third = ledger.append("ingest", "run-2")
+    assert third.prev_hash == ledger.events()[1].hash != GENESIS
+    assert [e.seq for e in ledger.events()] == [1, 2, 3] and verify(ledger, tmp_path).ok
