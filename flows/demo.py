@@ -41,7 +41,7 @@ def _evaluation(path: Path) -> dict | None:
            "tasks": {t: {"metric": r["primary_metric"], **r["metrics"][r["primary_metric"]]}
                      for t, r in report.get("tasks", {}).items()}}
     base = report.get("baselines") or {}
-    if "late_fusion" in base:
+    if "metrics" in (base.get("late_fusion") or {}):
         out["late_fusion_auroc"] = base["late_fusion"]["metrics"]["auroc_macro"]["value"]
     if isinstance(base.get("bayes"), dict) and "metrics" in base["bayes"]:
         out["bayes_auroc_same_patients"] = base["bayes"]["metrics"]["auroc_macro"]["value"]

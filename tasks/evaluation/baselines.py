@@ -65,6 +65,10 @@ def late_fusion(backbone, train: SplitData, test: SplitData, n_boot: int, seed: 
     x_train, x_test = _features(predict(backbone, train), mods), _features(predict(backbone, test), mods)
     y = train.tensors["label"].numpy()
     known = y >= 0
+    if len(np.unique(y[known])) < 2:  # a tiny or skewed train split: nothing to fit
+        return {"skipped": f"the train split has {len(np.unique(y[known]))} diagnosis class(es) among "
+                           f"{int(known.sum())} labelled patients: a classifier needs two",
+                "train_patients": int(known.sum())}
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000, random_state=seed))
     clf.fit(x_train[known], y[known])
     probs = np.zeros((len(test), 4))
