@@ -1,15 +1,15 @@
 """`mmfm monitor SOURCE`: does the champion still see the data it was trained on?
 
 The extract crosses the same ingest, de-identification and validation path into a monitoring area (flows/area.py:
-never training data) and is scored by the champion (hash-verified at load). Against the champion's training data
-(the held-out val + test patients of the curated dataset version it was trained on): tabular drift of labs/vitals
-and demographics (Evidently, KS / two-sample chi-square, Bonferroni over features x sites), prediction drift (the
-class probabilities, same tests), embedding drift per modality and site (MMD permutation test on the backbone's per-
-modality embeddings), and performance drift when the extract carries outcomes. Reports:
-data/monitoring/<area>/drift.json + tabular.html; an MLflow run tagged with the model version; a ledger event; a
-Prefect event. A breach fires the retraining trigger (params.yaml monitor.cooldown_hours) which runs the `retrain`
-deployment when one exists on the Prefect API, else emits the `mmfm.retrain.requested` event for an automation to
-act on.
+never training data) and is scored by the champion (hash-verified at load). Compared with the curated dataset the
+champion was trained on: tabular drift of labs/vitals, demographics and image acquisition (scanner, intensity;
+Evidently, KS / two-sample chi-square, Bonferroni over features x sites; vs every curated patient: no model involved);
+against its held-out val + test patients only: prediction drift (the class probabilities, same tests) and embedding
+drift per modality and site (MMD permutation test on the backbone's per-modality embeddings); performance drift when
+the extract carries outcomes. Reports: data/monitoring/<area>/drift.json + tabular.html; an MLflow run tagged with the
+model version; a ledger event; a Prefect event. A breach fires the retraining trigger (params.yaml
+monitor.cooldown_hours) which runs the `retrain` deployment when one exists on the Prefect API, else emits the
+`mmfm.retrain.requested` event for an automation to act on.
 """
 
 from __future__ import annotations
@@ -96,12 +96,13 @@ def monitor_flow(workspace: Path, source: Path, model: str = "mmfm-multimodal@ch
     reference = everyone.take([i for i, s in enumerate(everyone.meta["split"]) if s in ("val", "test")])
     current = load_split(area.curated, None, tokenizer, cfg)
     ref_preds, cur_preds = predict(dx, reference), predict(dx, current)
-    cur_frame, groups = patient_features(current, cur_preds)
+    cur_frame, groups = patient_features(current, cur_preds, curated=area.curated)
     # three test families share alpha (Bonferroni): the data itself (vs every curated patient: no model involved),
     # the model's predictions and its embeddings (vs the held-out patients only)
     alpha, min_rows, same_site = float(p["alpha"]) / 3, int(p["min_rows"]), int(p["min_reference_rows"])
     data_groups = {g: cols for g, cols in groups.items() if g != "predictions"}
-    tabular = tabular_drift(patient_features(everyone)[0], cur_frame, data_groups, alpha=alpha, min_rows=min_rows,
+    ref_frame = patient_features(everyone, curated=ws.curated)[0]
+    tabular = tabular_drift(ref_frame, cur_frame, data_groups, alpha=alpha, min_rows=min_rows,
                             html_path=out / "tabular.html", max_rows=p.get("max_rows"), same_site_min=same_site)
     predictions = tabular_drift(patient_features(reference, ref_preds)[0], cur_frame,
                                 {"predictions": groups["predictions"]}, alpha=alpha, min_rows=min_rows,

@@ -156,6 +156,7 @@ class _Context:
             numerical_columns=[f for f in ref_cols if kinds[f] == "numerical"],
             categorical_columns=[f for f in ref_cols if kinds[f] == "categorical"])
         self.reference = Dataset.from_pandas(reference[ref_cols], data_definition=self.definition) if ref_cols else None
+        self.categories = {f: set(reference[f].dropna().astype(str)) for f in ref_cols if kinds[f] == "categorical"}
 
     def scope(self, current: pd.DataFrame, feature_groups: dict[str, list[str]], html_path: Path | None) -> dict:
         n = len(current)
@@ -167,18 +168,21 @@ class _Context:
         p_values = self._p_values(current, runnable, html_path)
         groups = {}
         for group, cols in feature_groups.items():
-            feats = {f: self._feature(f, p_values.get(f), counts[f], len(current)) for f in cols}
+            feats = {f: self._feature(f, p_values.get(f), counts[f], len(current), current) for f in cols}
             groups[group] = {"drifted": any(r["drifted"] for r in feats.values()), "features": feats}
         no_data = sorted({f for g in groups.values() for f, r in g["features"].items() if r["status"] == "no data"})
         return {"status": "tested", "n": n, "n_tested": len(current),
                 "drifted": any(g["drifted"] for g in groups.values()), "groups": groups, "no_data": no_data}
 
-    def _feature(self, feature: str, p_value: float | None, count: int, n_tested: int) -> dict:
+    def _feature(self, feature: str, p_value: float | None, count: int, n_tested: int, current: pd.DataFrame) -> dict:
         test = TESTS[self.kinds[feature]]
         if p_value is None:
             return {"test": test, "status": "no data", "p_value": None, "drifted": False, "n": count}
-        return {"test": test, "status": "tested", "p_value": p_value, "drifted": p_value <= self.threshold,
-                "n": count, "missing_share": round(1 - count / n_tested, 6)}
+        out = {"test": test, "status": "tested", "p_value": p_value, "drifted": p_value <= self.threshold,
+               "n": count, "missing_share": round(1 - count / n_tested, 6)}
+        if feature in self.categories:  # what a reviewer asks first: which value is new (a scanner, a code)
+            out["new_categories"] = sorted(set(current[feature].dropna().astype(str)) - self.categories[feature])
+        return out
 
     def _p_values(self, current: pd.DataFrame, runnable: list[str], html_path: Path | None) -> dict[str, float]:
         """One Evidently Report with a ValueDrift per runnable feature; p-values read from the snapshot's dict()."""

@@ -53,6 +53,10 @@ def test_a_breach_exits_3_and_triggers_one_retrain_per_cooldown_without_touching
     assert set(report["tabular"]["sites"]) == {"site-a", "site-b"} and "embedding" in report
     assert report["retrain"]["fired"] is True
     assert report["tabular"]["correction"] == "bonferroni" and report["tabular"]["threshold"] < 0.05
+    # the new scanner is seen where it happened, and named: site-b's acquisition features, not site-a's
+    assert "site-b" in report["flagged_sites"] and report["tabular"]["drifted_sites"] == ["site-b"]
+    scanner = report["tabular"]["sites"]["site-b"]["groups"]["acquisition"]["features"]["scanner_2d"]
+    assert scanner["drifted"] and scanner["new_categories"] == ["SIEMENS SOMATOM Definition AS (upgraded)"]
     again = json.loads(_run(champion, "monitor", str(tmp_path / "shifted")).stdout.strip().splitlines()[-1])
     assert again["retrain"]["fired"] is False and again["retrain"]["status"] == "suppressed"
 
