@@ -40,6 +40,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from tasks.monitoring.findings import culprits
 from tasks.synth.generate import SynthConfig, generate
 from tasks.workspace import Workspace
 
@@ -65,24 +66,6 @@ def family_sites(report: dict) -> dict[str, set[str]]:
             "predictions": set(report["predictions"].get("drifted_sites") or []),
             "embedding": {s for _, s in report["embedding"].get("drifted_sites") or []},
             "performance": {"*"} if report["performance"].get("drifted") else set()}
-
-
-def culprits(report: dict) -> list[str]:
-    """Every test that alarmed: 'family:scope:feature' (tabular, predictions) or 'embedding:site:modality'."""
-    out = []
-    for family in ("tabular", "predictions"):
-        part = report[family]
-        scopes = {"all": part.get("overall") or {}, **(part.get("sites") or {})}
-        for scope, res in scopes.items():
-            for group in (res.get("groups") or {}).values():
-                out += [f"{family}:{scope}:{f}" for f, r in group["features"].items() if r.get("drifted")]
-    for modality, res in (report["embedding"].get("modalities") or {}).items():
-        if (res.get("overall") or {}).get("drifted"):
-            out.append(f"embedding:all:{modality}")
-        out += [f"embedding:{site}:{modality}" for site, t in (res.get("sites") or {}).items() if t.get("drifted")]
-    if report["performance"].get("drifted"):
-        out.append(f"performance:all:auroc_drop={report['performance'].get('drop')}")
-    return sorted(set(out))
 
 
 def summarise(report: dict, kind: str, seed: int, shifted_site: str, seconds: float) -> dict:

@@ -241,6 +241,8 @@ def _render_demo(r: dict) -> None:
             sites = ", ".join(mon["flagged_sites"]) or "no site"
             con.print(f"monitoring the shifted extract: {mon['status']} at {sites}; retraining trigger: "
                       f"{mon['retrain'] or 'not needed'}")
+            if mon.get("findings"):
+                con.print(f"  what moved: {mon['findings']}")
         audit = gov["audit"]
         con.print(f"audit report: {'complete' if audit['complete'] else 'GAPS: ' + '; '.join(audit['gaps'])}")
     con.print(f"stages run: {', '.join(r['stages'])} in {r['seconds']} s")

@@ -137,8 +137,9 @@ def _govern(ws, cfg: SynthConfig, patients: int, say: Callable[[str], None], ste
     if out["promotion"]["decision"] in ("approved", "already champion"):
         mon = monitor_flow(workspace=ws.root, source=shifted, model=f"{reg['name']}@champion")
         out["monitoring"] = {"extract": str(shifted), "status": mon["status"], "flagged_sites": mon["flagged_sites"],
-                             "retrain": (mon.get("retrain") or {}).get("status"), "report": mon["report"]}
-        say(f"monitoring {shifted.name}: {mon['status']} {mon['flagged_sites'] or ''}")
+                             "findings": mon["findings"], "retrain": (mon.get("retrain") or {}).get("status"),
+                             "report": mon["report"]}
+        say(f"monitoring {shifted.name}: {mon['status']}" + (f" ({mon['findings']})" if mon["findings"] else ""))
     step("audit")
     audited = f"{reg['name']}@champion" if "monitoring" in out else model
     audit = write_audit(ws.root, audited, ws.root / "data" / "audit")

@@ -65,6 +65,7 @@ def monitor_flow(workspace: Path, source: Path, model: str = "mmfm-multimodal@ch
     from tasks.lineage import record
     from tasks.monitoring.embedding_drift import embedding_drift
     from tasks.monitoring.features import patient_features
+    from tasks.monitoring.findings import describe
     from tasks.monitoring.tabular_drift import tabular_drift
     from tasks.monitoring.trigger import RetrainTrigger
     from tasks.training.bundle import load_backbone
@@ -136,6 +137,7 @@ def monitor_flow(workspace: Path, source: Path, model: str = "mmfm-multimodal@ch
                              timedelta(hours=float(p["cooldown_hours"])))
     report["retrain"] = trigger.fire({"model_version": f"{name}/{version}", "sites": flagged,
                                       "extract": Path(source).name}, on_fire=_queue_retrain) if breach else None
+    report["findings"] = describe(report)
     (out / "drift.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     experiment = tracking.experiment_id(ws.root, EXPERIMENT)
     with mlflow.start_run(experiment_id=experiment, run_name=f"monitor-{area.root.name}",
@@ -153,5 +155,5 @@ def monitor_flow(workspace: Path, source: Path, model: str = "mmfm-multimodal@ch
                           "retrain": (report["retrain"] or {}).get("status")})
     report |= {"mlflow_run_id": run.info.run_id, "lineage_event": event.event_id, "report": str(out / "drift.json")}
     log.log(30 if breach else 20, "monitoring %s: %s%s", Path(source).name, report["status"],
-            f" at {', '.join(flagged)}" if flagged else "")
+            f" ({report['findings']})" if report["findings"] else "")
     return report

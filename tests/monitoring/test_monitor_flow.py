@@ -57,6 +57,7 @@ def test_a_breach_exits_3_and_triggers_one_retrain_per_cooldown_without_touching
     assert "site-b" in report["flagged_sites"] and report["tabular"]["drifted_sites"] == ["site-b"]
     scanner = report["tabular"]["sites"]["site-b"]["groups"]["acquisition"]["features"]["scanner_2d"]
     assert scanner["drifted"] and scanner["new_categories"] == ["SIEMENS SOMATOM Definition AS (upgraded)"]
+    assert "site-b: " in report["findings"] and "(new: SIEMENS SOMATOM Definition AS (upgraded))" in report["findings"]
     again = json.loads(_run(champion, "monitor", str(tmp_path / "shifted")).stdout.strip().splitlines()[-1])
     assert again["retrain"]["fired"] is False and again["retrain"]["status"] == "suppressed"
 
