@@ -97,10 +97,13 @@ def train_backbone(ws: Workspace, p: dict, key: str, resume: bool) -> dict:
     n_omics = train.tensors["omics"].shape[1] if "omics" in train.tensors else None
     model = new_model(p["model"], cfg.seed, n_omics)
     nproc = int(p.get("nproc", 1))
-    if nproc > 1:
-        from tasks.training.ddp import launch_torchrun, save_split
+    from tasks.training.ddp import failure_line, launch_torchrun, rendezvous_settings, save_split
 
+    rdzv = rendezvous_settings(p, default_id=key)  # every node with the same params and data derives the same id
+    if nproc > 1 or not rdzv.standalone:
         work = ckpt / "ddp"
+        for stale in ("final.pt", "result.json"):  # written by global rank 0 only, which may run on another node
+            (work / stale).unlink(missing_ok=True)
         save_split(train, work / "train.pt")
         (work / "config.json").write_text(json.dumps(asdict(model.config)))
         args = ["--steps", str(cfg.steps), "--out", str(work), "--batch-size", str(cfg.batch_size),
@@ -108,14 +111,17 @@ def train_backbone(ws: Workspace, p: dict, key: str, resume: bool) -> dict:
                 "--seed", str(cfg.seed), "--checkpoint-every", str(cfg.checkpoint_every), "--objective", "pretrain",
                 "--data", str(work / "train.pt"), "--model-config", str(work / "config.json"),
                 *(["--resume"] if resume else [])]
-        done = launch_torchrun(nproc, args, timeout=6 * 3600)
+        done = launch_torchrun(nproc, args, timeout=6 * 3600, rdzv=rdzv)
         if done.returncode != 0:
-            raise RuntimeError(f"torchrun with {nproc} ranks failed (rc {done.returncode}): "
-                               f"{done.stderr.strip().splitlines()[-3:]}")
+            raise RuntimeError(f"torchrun with {nproc} ranks on {rdzv.nnodes} node(s) failed (rc {done.returncode}): "
+                               f"{failure_line(done.stderr)}")
+        if not (work / "result.json").exists():
+            raise RuntimeError(f"torchrun run {rdzv.run_id} finished; global rank 0 ran on another node, whose "
+                               "workspace holds the backbone: publish it from there (nothing to publish here)")
         model.load_state_dict(torch.load(work / "final.pt", weights_only=True))
-        losses = json.loads((work / "result.json").read_text())["losses"]
-        return {"model": model.eval(), "tokenizer": tokenizer, "losses": losses, "val_losses": {},
-                "best_step": None, "counts": train.counts(), "world_size": nproc}
+        result = json.loads((work / "result.json").read_text())
+        return {"model": model.eval(), "tokenizer": tokenizer, "losses": result["losses"], "val_losses": {},
+                "best_step": None, "counts": train.counts(), "world_size": result["world_size"]}
     trained = pretrain(model, train, cfg, checkpoint_dir=ckpt, resume=resume, val=val,
                        eval_every=int(p.get("eval_every", 0)))
     return {"model": trained.model, "tokenizer": tokenizer, "losses": trained.result.losses,

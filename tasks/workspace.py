@@ -30,7 +30,7 @@ DEFAULT_PARAMS = {
     # the model stages (flows/pretrain.py, finetune.py, evaluate.py); a named architecture, never layer sizes
     "pretrain": {"model": "tiny", "steps": 300, "batch_size": 32, "lr": 0.001, "weight_decay": 0.05,
                  "warmup_steps": 20, "seed": 0, "checkpoint_every": 50, "eval_every": 50, "nproc": 1,
-                 "vocab_size": 512},
+                 "vocab_size": 512, "nnodes": 1, "rdzv_endpoint": None, "rdzv_id": None},
     "finetune": {"tasks": ["diagnosis", "risk", "survival"], "label_fraction": 1.0, "steps": 300, "batch_size": 32,
                  "lr": 0.003, "weight_decay": 0.01, "warmup_steps": 20, "seed": 0, "eval_every": 20,
                  "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "full": False}},
