@@ -2,11 +2,14 @@
 (`mmfm monitor`) cross the same ingest, de-identification and validation path as training data, into a workspace of
 their own under <workspace>/.mmfm/areas/<kind>/<name>/ (same pseudonym key, same parameters, every patient in one
 split), so nothing of theirs can reach data/curated or a dataset version of the main workspace.
+Preparing an area again (a rerun after a kill, or the same extract monitored twice) ingests only new files, validates
+only when DVC finds the area's validate stage out of date, and reports the extract's counts over all its runs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -26,7 +29,7 @@ def area_name(source: Path) -> str:
 def prepare_area(ws: Workspace, source: Path, kind: str) -> dict:
     """Ingest + validate `source` into its own area; -> {area (Workspace), ingest, validate} summaries."""
     from flows.ingest import run as ingest
-    from flows.pipeline import render_dvc_yaml
+    from flows.pipeline import render_dvc_yaml, stage_is_current
     from flows.validate import ValidationBlocked, validate
 
     if kind not in KINDS:
@@ -41,9 +44,21 @@ def prepare_area(ws: Workspace, source: Path, kind: str) -> dict:
     target = area.extracts / source.name
     if not target.exists():
         shutil.copytree(source, target)
-    ingested = ingest(area.root)
+    ingested = {**ingest(area.root), **_ingested_so_far(area)}
+    report = area.reports / "validation.json"
+    if report.exists() and stage_is_current(area.root, "validate"):  # a rerun (e.g. after a kill): validated already
+        return {"area": area, "ingest": ingested, "validate": json.loads(report.read_text())}
     try:
         validated = validate(area.root)
     except ValidationBlocked as exc:
         raise ValidationBlocked(f"the {kind} extract {source.name} failed a blocking contract: {exc}") from None
     return {"area": area, "ingest": ingested, "validate": validated}
+
+
+def _ingested_so_far(area: Workspace) -> dict:
+    """The extract's counts over every ingest run of its area (its ledger), not only the last run: a rerun (e.g.
+    after a kill) ingests nothing new and must not report the extract as empty."""
+    from tasks.lineage import Ledger
+
+    events = [e for e in Ledger.of_workspace(area.root).events() if e.stage == "ingest"]
+    return {k: sum(int((e.facts or {}).get(k, 0)) for e in events) for k in ("received", "ingested", "quarantined")}

@@ -405,7 +405,9 @@ def version(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug
     """Publish the validated curated snapshot: dvc commit + dvc push + git commit, all or nothing."""
     root = use_workspace(workspace)
     _run_flow("flows.version", "version", as_json, debug,
-              lambda r: _console(stderr=False).print(f"dataset version {r['dataset_version']} published"),
+              lambda r: _console(stderr=False).print(
+                  f"dataset version {r['dataset_version']} "
+                  + ("already published (nothing new)" if r.get("already_published") else "published")),
               workspace=root)
 
 

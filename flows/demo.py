@@ -171,7 +171,7 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
         generate(cohort, cfg, progress=progress)
         stages.append("synth")
     from flows.pipeline import DATA_STAGES, MODEL_STAGES
-    from flows.version import version
+    from flows.version import head_unrecorded, version
 
     ran = _stages(ws.root, DATA_STAGES, step)
     ingest = ran["stages"].get("ingest") or {"received": 0, "ingested": 0, "quarantined": 0,
@@ -180,7 +180,8 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
     stages += [name if name in ran["ran"] else f"{name} (up to date)" for name in DATA_STAGES]
     validated = ran["stages"].get("validate")
     step("version")
-    published = version(workspace=ws.root) if ran["ran"] or _unpublished(ws.root, DATA_STAGES) else None
+    unfinished = ran["ran"] or _unpublished(ws.root, DATA_STAGES) or head_unrecorded(ws.root)
+    published = version(workspace=ws.root) if unfinished else None
     if published:
         stages.append("version")
         say(f"dataset version {published['dataset_version']} published to the DVC remote")

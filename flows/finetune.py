@@ -64,6 +64,17 @@ def finetune_task(ws: Workspace, backbone_dir: Path, task_name: str, p: dict, ke
     return {"trained": trained, "lora": lora, "backbone_meta": meta, "train_patients": len(train)}
 
 
+def _keep_finished(kept: Path, adapter: Path, result: dict) -> None:
+    """Keep a task whose MLflow run has ended (adapter + summary, swapped in whole) beside its checkpoints until the
+    stage's ledger event is written: a rerun after a kill in a later task reuses it instead of training it again and
+    logging a second finished run for it."""
+    incoming = kept.with_name(".finished-incoming")
+    shutil.rmtree(incoming, ignore_errors=True)
+    shutil.copytree(adapter, incoming / "adapter")
+    (incoming / "result.json").write_text(json.dumps(result, default=str))
+    replace_dir(incoming, kept)
+
+
 @flow(name="finetune")
 @holds_workspace_lock("mmfm finetune")
 def finetune_flow(workspace: Path, tasks: list[str] | None = None, label_fraction: float | None = None,
@@ -91,6 +102,13 @@ def finetune_flow(workspace: Path, tasks: list[str] | None = None, label_fractio
         tracking.configure(ws.root)
         experiment = tracking.experiment_id(ws.root, EXPERIMENT)
         for task_name in p["tasks"]:
+            kept = ws.state / "checkpoints" / f"{key}-{task_name}" / "finished"
+            if resume and (kept / "result.json").exists():  # finished by a run killed later: no second MLflow run
+                shutil.copytree(kept / "adapter", incoming / task_name)
+                results[task_name] = json.loads((kept / "result.json").read_text())
+                log.info("fine-tuned %s: kept from an interrupted run (MLflow run %s)", task_name,
+                         results[task_name]["mlflow_run_id"])
+                continue
             out = finetune_task(ws, backbone_dir, task_name, p, key, resume)
             trained, bmeta = out["trained"], out["backbone_meta"]
             tags = {**tracking.run_tags(ws.root, "finetune", facts), "mmfm.task": task_name,
@@ -112,6 +130,7 @@ def finetune_flow(workspace: Path, tasks: list[str] | None = None, label_fractio
             results[task_name] = {"mlflow_run_id": run.info.run_id, "final_loss": trained.result.losses[-1],
                                   "best_step": trained.best_step, "trainable_params": trained.trainable_params,
                                   "total_params": trained.total_params, "train_patients": out["train_patients"]}
+            _keep_finished(kept, incoming / task_name, results[task_name])
             log.info("fine-tuned %s: %d of %d parameters trained", task_name, trained.trainable_params,
                      trained.total_params)
     replace_dir(incoming, ws.models / "finetuned")
@@ -119,6 +138,8 @@ def finetune_flow(workspace: Path, tasks: list[str] | None = None, label_fractio
                    outputs=[ws.models / "finetuned"], params=p,
                    facts={"dataset_version": facts["dataset_version"], "backbone_sha256": sha,
                           "mlflow_run_ids": {t: r["mlflow_run_id"] for t, r in results.items()}})
+    for task_name in p["tasks"]:  # recorded: a later run of this stage trains (and logs) anew
+        shutil.rmtree(ws.state / "checkpoints" / f"{key}-{task_name}" / "finished", ignore_errors=True)
     return {"tasks": results, "label_fraction": p["label_fraction"], "backbone_sha256": sha,
             "dataset_version": facts["dataset_version"], "adapters": str(ws.models / "finetuned"),
             "lineage_event": event.event_id}

@@ -351,19 +351,25 @@ def _history(client, name: str, alias: str) -> list[str]:
     return json.loads(tag) if tag else []
 
 
-@flow(name="promote")
-@_tracking_errors
-def promote_flow(workspace: Path, model: str, alias: str, approver: str, reason: str) -> dict:
+PROMOTING = f"{T}promoting."  # + alias: a registered-model tag holding a decision whose records are not all written
+
+
+def _pending_promotion(client, name: str, version: str, alias: str, approver: str, reason: str) -> dict | None:
+    """The decision of an earlier promote of the same version to the same alias, by the same approver for the same
+    reason, that was stopped before its records were all written (see promote_flow)."""
+    tag = client.get_registered_model(name).tags.get(f"{PROMOTING}{alias}")
+    pending = json.loads(tag) if tag else None
+    if not pending or pending["version"] != str(version):
+        return None
+    return pending if (pending["verdict"]["approver"], pending["verdict"]["reason"]) == (approver, reason) else None
+
+
+def _decide(ws: Workspace, client, name: str, version: str, alias: str, approver: str, reason: str) -> dict:
+    """Judge the candidate against the current holder of `alias` with the gate; -> the decision to record."""
     import mlflow
 
-    from tasks import tracking
-    from tasks.lineage import record
     from tasks.registry.gate import GatePolicy, evaluate_gate
 
-    ws = Workspace(Path(workspace).resolve())
-    tracking.configure(ws.root)
-    client = mlflow.MlflowClient()
-    name, version = _parse(model, client)
     with tempfile.TemporaryDirectory(dir=ws.state) as tmp:
         candidate = candidate_from(client, name, version, Path(tmp))
         champion = None
@@ -375,21 +381,52 @@ def promote_flow(workspace: Path, model: str, alias: str, approver: str, reason:
             champion = candidate_from(client, name, current, Path(tmp))
     decision = evaluate_gate(candidate, champion, GatePolicy.from_params(ws.params()))
     now = datetime.now(UTC)
-    at, stamp = now.isoformat(timespec="seconds"), now.strftime("%Y%m%dT%H%M%SZ")  # tag keys take no '+'
     verdict = {"decision": "approved" if decision.approved else "refused", "alias": alias, "approver": approver,
-               "reason": reason, "at": at, "reasons": decision.reasons,
+               "reason": reason, "at": now.isoformat(timespec="seconds"), "reasons": decision.reasons,
                "champion_before": None if current is None else str(current)}
-    client.set_model_version_tag(name, version, f"{T}{verdict['decision']}.{alias}.{stamp}", json.dumps(verdict))
-    event = record(ws, "promote", f"{name}/{version}/{alias}/{at}", params={"alias": alias, "approver": approver},
+    return {"version": str(version), "stamp": now.strftime("%Y%m%dT%H%M%SZ"),  # tag keys take no '+'
+            "verdict": verdict, "checks": decision.checks}
+
+
+@flow(name="promote")
+@_tracking_errors
+def promote_flow(workspace: Path, model: str, alias: str, approver: str, reason: str) -> dict:
+    """Gate, then record: decision tag on the version, ledger event, alias history, alias. The decision is first
+    kept in a registered-model tag (`mmfm.promoting.<alias>`) removed as the last write, so a rerun after a kill
+    anywhere in between (same version, alias, approver and reason) completes that decision instead of judging and
+    recording a second one: one decision tag, one ledger event, the version once in the history."""
+    import mlflow
+
+    from tasks import tracking
+    from tasks.faults import kill_point
+    from tasks.lineage import record
+
+    ws = Workspace(Path(workspace).resolve())
+    tracking.configure(ws.root)
+    client = mlflow.MlflowClient()
+    name, version = _parse(model, client)
+    pending = _pending_promotion(client, name, version, alias, approver, reason)
+    if pending is None:
+        pending = _decide(ws, client, name, version, alias, approver, reason)
+        client.set_registered_model_tag(name, f"{PROMOTING}{alias}", json.dumps(pending))
+    verdict, checks = pending["verdict"], pending["checks"]
+    client.set_model_version_tag(name, version, f"{T}{verdict['decision']}.{alias}.{pending['stamp']}",
+                                 json.dumps(verdict))
+    kill_point("promote.after_verdict")
+    event = record(ws, "promote", f"{name}/{version}/{alias}/{verdict['at']}",  # once per run id: a rerun adds none
+                   params={"alias": alias, "approver": approver},
                    facts={"model_version": f"{name}/{version}", **verdict,
-                          "checks": [{k: c[k] for k in ("rule", "passed")} for c in decision.checks]})
-    if not decision.approved:
-        raise PromotionRefused(f"{name}/{version} not promoted to {alias}: " + " | ".join(decision.reasons))
+                          "checks": [{k: c[k] for k in ("rule", "passed")} for c in checks]})
+    if verdict["decision"] != "approved":
+        client.delete_registered_model_tag(name, f"{PROMOTING}{alias}")
+        raise PromotionRefused(f"{name}/{version} not promoted to {alias}: " + " | ".join(verdict["reasons"]))
     history = _history(client, name, alias)
+    if history[-1:] != [str(version)]:
+        client.set_registered_model_tag(name, f"{T}alias_history.{alias}", json.dumps([*history, str(version)]))
     client.set_registered_model_alias(name, alias, version)
-    client.set_registered_model_tag(name, f"{T}alias_history.{alias}", json.dumps([*history, str(version)]))
+    client.delete_registered_model_tag(name, f"{PROMOTING}{alias}")
     get_run_logger().info("%s/%s is now %s (approved by %s)", name, version, alias, approver)
-    return {"name": name, "version": str(version), "alias": alias, **verdict, "checks": decision.checks,
+    return {"name": name, "version": str(version), "alias": alias, **verdict, "checks": checks,
             "lineage_event": event.event_id}
 
 

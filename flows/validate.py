@@ -30,6 +30,12 @@ TABLES = ("patients", "encounters", "labs", "conditions", "notes", "imaging", "o
 REPORT = "validation.json"
 
 
+def quarantine_name(staged_sha: str) -> str:
+    """The quarantine file's name: the staged data it was found in, not the run, so a rerun over the same staged
+    data (after a kill before the run's ledger event) finds its file instead of adding a second copy."""
+    return f"validate-{staged_sha[:16]}"
+
+
 class ValidationBlocked(RuntimeError):
     """A `fail` rule was broken; the message names table, rule and count."""
 
@@ -83,22 +89,25 @@ def _record(ws: Workspace) -> None:
 @holds_workspace_lock("mmfm validate")
 def validate(workspace: Path) -> dict:
     from tasks.contracts import validate_tables
+    from tasks.faults import kill_point
     from tasks.lineage import artifact_entry, record
 
     ws = Workspace(Path(workspace).resolve())
     run_id = str(flow_run.id or "local")
     fractions = ws.params().get("validate", {}).get("splits", {"train": 0.7, "val": 0.15, "test": 0.15})
+    staged_sha = artifact_entry(ws.staged, ws.root)["sha256"]  # before reading: what this validation describes
     tables = _staged_tables(ws, fractions)
     report = validate_tables(tables, context_dir=ws.reports / "gx")
     quarantine = Quarantine(run_id)
     quarantine.extend(report.rejections(run_id))
-    qpath = quarantine.write(ws.quarantine)
+    qpath = quarantine.write(ws.quarantine, name=quarantine_name(staged_sha))
+    kill_point("validate.after_quarantine")
     summary = {
         "run_id": run_id, **report.summary(),
         "contract_versions": {name: t.contract_version for name, t in report.tables.items()},
         "quarantined": quarantine.count(), "quarantine_reasons": quarantine.reasons(),
         "quarantine_file": str(qpath.relative_to(ws.root)) if qpath else None,
-        "staged_sha256": artifact_entry(ws.staged, ws.root)["sha256"],
+        "staged_sha256": staged_sha,
         "gx_results": str((ws.reports / "gx").relative_to(ws.root)),
     }
     ws.reports.mkdir(parents=True, exist_ok=True)

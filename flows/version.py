@@ -12,6 +12,11 @@ the staged data that is there now.
 
 A dataset version is `<git rev>` of that commit, the DVC hash of data/curated and the contract versions it passed;
 `dvc checkout` at that rev gives back its exact rows.
+
+The commit is the publication, and its ledger event follows it: a kill between the two would lose the event. So the
+commit carries what the event needs as trailers (`Mmfm-Curated-Md5`, `Mmfm-Contracts`), and every run first records
+the event of a HEAD version commit that has none. A run with nothing new since HEAD's version commit publishes
+nothing (no empty commit, no second event for the same data) and returns that version.
 """
 
 from __future__ import annotations
@@ -99,12 +104,69 @@ def _restore(ws: Workspace, before: tuple[str, dict[str, bytes | None]]) -> None
     git(ws.root, "read-tree", tree)
 
 
+CURATED_TRAILER, CONTRACTS_TRAILER = "Mmfm-Curated-Md5", "Mmfm-Contracts"
+
+
+def _head_version(ws: Workspace) -> dict | None:
+    """HEAD's dataset version, read from its commit's trailers; None when HEAD is not a version commit (or there is
+    no commit yet)."""
+    try:
+        rev, message = git(ws.root, "log", "-1", "--format=%H%n%B").split("\n", 1)
+    except RuntimeError:
+        return None
+    trailers = dict(line.split(": ", 1) for line in message.splitlines() if line.startswith("Mmfm-") and ": " in line)
+    if CURATED_TRAILER not in trailers:
+        return None
+    curated = trailers[CURATED_TRAILER]
+    return {"dataset_version": f"{rev[:12]}-{curated[:12]}", "git_rev": rev, "curated_md5": curated,
+            "contract_versions": json.loads(trailers.get(CONTRACTS_TRAILER, "{}"))}
+
+
+def _version_event(ws: Workspace, rev: str):
+    from tasks.lineage import Ledger
+
+    return next((e for e in Ledger.of_workspace(ws.root).events()
+                 if e.stage == "version" and (e.facts or {}).get("git_rev") == rev), None)
+
+
+def _record(ws: Workspace, published: dict, run_id: str, **extra):
+    """The version's ledger event; data/curated is named as its input only while it still holds that version's data
+    (the input's hash is what links the event to the validate run that wrote it)."""
+    from tasks.lineage import record
+
+    facts = {k: published[k] for k in ("dataset_version", "git_rev", "curated_md5", "contract_versions")}
+    current = lock_hash(ws.root, "validate", "data/curated") == published["curated_md5"]
+    return record(ws, "version", run_id, inputs=[ws.curated] if current else [], params={"remote": "default"},
+                  facts={**facts, **extra})
+
+
+def head_unrecorded(root: Path) -> bool:
+    """Is HEAD a dataset version commit without its ledger event? (a caller that decides whether to run `version`,
+    like the demo, runs it then: the run records the event)"""
+    ws = Workspace(Path(root).resolve())
+    head = _head_version(ws)
+    return head is not None and _version_event(ws, head["git_rev"]) is None
+
+
+def _record_head(ws: Workspace) -> dict | None:
+    """HEAD's dataset version, its ledger event recorded now if the run that committed it was killed before."""
+    head = _head_version(ws)
+    if head is None:
+        return None
+    event = _version_event(ws, head["git_rev"])
+    if event is None:
+        event = _record(ws, head, str(flow_run.id or head["git_rev"]), recorded_after_interruption=True)
+    return {**head, "lineage_event": event.event_id}
+
+
 @flow(name="version")
 @holds_workspace_lock("mmfm version")
 def version(workspace: Path, message: str = "", push_retries: int = 3) -> dict:
-    from tasks.lineage import artifact_entry, record
+    from tasks.faults import kill_point
+    from tasks.lineage import artifact_entry
 
     ws = Workspace(Path(workspace).resolve())
+    head = _record_head(ws)
     report = _validated(ws)
     before = _snapshot(ws)
     step = "dvc commit"
@@ -126,18 +188,25 @@ def version(workspace: Path, message: str = "", push_retries: int = 3) -> dict:
             if (ws.root / ignore).exists():
                 git(ws.root, "add", ignore)
         contracts = report.get("contract_versions", {})
+        if head is not None and head["contract_versions"] == contracts and not _staged_changes(ws):  # HEAD is it
+            return {**head, "already_published": True}
         text = message or f"dataset version: curated {curated[:12]}, contracts {json.dumps(contracts, sort_keys=True)}"
-        git(ws.root, "commit", "-q", "--allow-empty", "-m", text)
+        trailers = f"{CURATED_TRAILER}: {curated}\n{CONTRACTS_TRAILER}: {json.dumps(contracts, sort_keys=True)}"
+        git(ws.root, "commit", "-q", "--allow-empty", "-m", text, "-m", trailers)
     except Exception as exc:
         _restore(ws, before)
         raise PublishError(f"publishing stopped at {step}; nothing was published ({exc})") from None
+    kill_point("version.after_commit")
     rev = git(ws.root, "rev-parse", "HEAD").strip()
-    dataset_version = f"{rev[:12]}-{curated[:12]}"
-    event = record(ws, "version", str(flow_run.id or rev), inputs=[ws.curated],
-                   params={"remote": "default"}, facts={"dataset_version": dataset_version, "git_rev": rev,
-                                                        "curated_md5": curated, "contract_versions": contracts})
-    return {"dataset_version": dataset_version, "git_rev": rev, "curated_md5": curated,
-            "contract_versions": contracts, "lineage_event": event.event_id}
+    published = {"dataset_version": f"{rev[:12]}-{curated[:12]}", "git_rev": rev, "curated_md5": curated,
+                 "contract_versions": contracts}
+    event = _record(ws, published, str(flow_run.id or rev))
+    return {**published, "lineage_event": event.event_id, "already_published": False}
+
+
+def _staged_changes(ws: Workspace) -> bool:
+    """Does the git index differ from HEAD? (after `git add`: is there anything to publish?)"""
+    return bool(git(ws.root, "diff", "--cached", "--name-only").strip())
 
 
 def run(workspace: Path) -> dict:

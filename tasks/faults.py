@@ -6,6 +6,11 @@ Points (each named where it is called):
                            the ledger event and the ingest-state record not yet
     ingest.after_ledger    flows/ingest.py publish(): the ledger event written, the ingest-state record not yet
     lineage.mid_append     tasks/lineage.py Ledger.append(): the row inserted, the transaction not committed
+    validate.after_quarantine  flows/validate.py: the quarantine file written, the validation report, curated
+                           tables and ledger event not yet
+    version.after_commit   flows/version.py: the dataset version's git commit made, its ledger event not yet
+    promote.after_verdict  flows/registry.py promote_flow(): the decision written (pending marker + version tag),
+                           the ledger event, alias history and alias not yet
 
 `<point>@<n>` kills at the n-th time this process reaches the point (e.g. `ingest.after_parts@2`: the first
 extract published completely, the second in flight). Unset (always, outside tests) it does nothing.
@@ -22,7 +27,8 @@ import signal
 from collections import Counter
 
 ENV = "MMFM_FAULT_KILL_AT"
-POINTS = ("ingest.after_parts", "ingest.after_ledger", "lineage.mid_append")
+POINTS = ("ingest.after_parts", "ingest.after_ledger", "lineage.mid_append", "validate.after_quarantine",
+          "version.after_commit", "promote.after_verdict")
 _reached: Counter[str] = Counter()
 
 

@@ -7,6 +7,7 @@ Nothing is dropped silently: every input item ends up either ingested or here, a
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -54,16 +55,31 @@ class Quarantine:
     def count(self, source: str | None = None) -> int:
         return sum(1 for r in self.rejections if source is None or r.source == source)
 
-    def write(self, directory: Path) -> Path | None:
-        """Write `<directory>/<run_id>.parquet` (sorted, so reruns give the same bytes); None when empty."""
+    def write(self, directory: Path, name: str | None = None) -> Path | None:
+        """Write `<directory>/<name or run_id>.parquet` (sorted, so the same rejections give the same bytes); None
+        when empty. Atomic: a hidden temporary file renamed over the name, so a kill leaves the old file or the new
+        one, never half of one. A file already there with the same records, run id aside (a rerun over the same
+        input, e.g. after a kill before the run's ledger event), is kept as it is: a rerun adds no copy and does not
+        rewrite it."""
         if not self.rejections:
             return None
         directory.mkdir(parents=True, exist_ok=True)
         frame = pl.DataFrame([asdict(r) for r in self.rejections], schema=SCHEMA)
         frame = frame.sort(["source", "source_uri", "location", "rule"])
-        path = directory / f"{self.run_id}.parquet"
-        frame.write_parquet(path)
+        path = directory / f"{name or self.run_id}.parquet"
+        if path.exists() and _same_records(path, frame):
+            return path
+        tmp = path.with_name(f".{path.name}.incoming")
+        frame.write_parquet(tmp)
+        os.replace(tmp, path)
         return path
+
+
+def _same_records(path: Path, frame: pl.DataFrame) -> bool:
+    try:
+        return pl.read_parquet(path).drop("run_id").equals(frame.drop("run_id"))
+    except (OSError, pl.exceptions.PolarsError):  # unreadable: write it again
+        return False
 
 
 def read_quarantine(directory: Path) -> pl.DataFrame:

@@ -1,13 +1,14 @@
 """Resumable: `kill -9` the demo (the whole pipeline: ingest -> validate -> version -> pretrain -> finetune ->
 evaluate -> register -> promote -> monitor) inside each stage, rerun, and it completes with the outputs of a run that
-was never interrupted: no duplicated rows, artifacts, ledger events, MLflow runs or registered versions, at most the
-in-flight task done again, and no process of the killed group left.
+was never interrupted: no duplicated rows, artifacts, ledger events, MLflow runs, registered versions, decisions or
+monitoring reports, at most the in-flight task done again, and no process of the killed group left.
 
-Cost: one chain on one workspace. Run 1 kills itself in ingest while publishing the fourth extract (site-b's FHIR
-export, which has quarantined lines) with its staged parts, quarantine file and de-id report written and its ledger
-event and ingest-state record not yet (tasks/faults.py: no file appears in between for a test to watch for);
-runs 2-5 are each SIGKILLed by this test the moment a real side effect shows the next stage in flight; run 6
-completes. The uninterrupted reference is conftest.py's `clean_demo`.
+Cost: one chain on one workspace, one demo run per kill. Run 1 kills itself in ingest while publishing the fourth
+extract (site-b's FHIR export, which has quarantined lines) with its staged parts, quarantine file and de-id report
+written and its ledger event and ingest-state record not yet (tasks/faults.py: no file appears in between for a test
+to watch for); the runs after it are each SIGKILLed by this test the moment a real side effect shows the next stage
+in flight, except promote's, which kills itself between its decision and its ledger event (`promote.after_verdict`);
+the last run completes. The uninterrupted reference is conftest.py's `clean_demo`.
 """
 
 from __future__ import annotations
@@ -52,7 +53,29 @@ def _in_register(ws: Path) -> dict | None:  # the version row exists, its tags a
     return {"versions": rows} if rows else None
 
 
-KILLS = [("validate", _in_validate), ("version", _in_version), ("pretrain", _in_pretrain), ("register", _in_register)]
+def _in_finetune(ws: Path) -> dict | None:  # the 2nd task's adapter written in its open MLflow run; the 1st done
+    incoming = ws / "models" / ".finetuned-incoming"
+    if not (incoming / "risk" / "meta.json").exists():
+        return None
+    return {"diagnosis_run": json.loads((incoming / "diagnosis" / "meta.json").read_text())["mlflow_run_id"]}
+
+
+def _in_evaluate(ws: Path) -> dict | None:  # a plot written; the report (evaluation.json) and MLflow run not yet
+    incoming = ws / "models" / ".evaluation-incoming"
+    plots = sorted(p.name for p in (incoming / "plots").glob("*.png")) if incoming.exists() else []
+    return {"plots": plots} if plots and not (incoming / "evaluation.json").exists() else None
+
+
+def _in_monitor(ws: Path) -> dict | None:  # the area ingested and validated, drift under way; no MLflow run yet
+    areas = sorted((ws / "data" / "monitoring").glob("*")) if (ws / "data" / "monitoring").exists() else []
+    return {"area": areas[0].name, "files": sorted(p.name for p in areas[0].iterdir())} if areas else None
+
+
+# (stage, watched side effect, or the fault point where the run kills itself when nothing can be watched)
+KILLS = [("validate", _in_validate, None), ("version", _in_version, None), ("pretrain", _in_pretrain, None),
+         ("finetune", _in_finetune, None), ("evaluate", _in_evaluate, None), ("register", _in_register, None),
+         ("promote", None, "promote.after_verdict"), ("monitor", _in_monitor, None)]
+KILLED = ["ingest", *(stage for stage, _, _ in KILLS)]
 
 
 @pytest.fixture(scope="module")
@@ -60,26 +83,36 @@ def chain(tmp_path_factory, clean_demo):
     root = tmp_path_factory.mktemp("killed-demo")
     ws = make_workspace(root / "ws")
     runs = {"ingest": run_demo(ws, root / "logs", fault="ingest.after_parts@4")}
-    for stage, watch in KILLS:
-        runs[stage] = run_demo(ws, root / "logs", kill_when=(stage, watch))
+    for stage, watch, fault in KILLS:
+        runs[stage] = run_demo(ws, root / "logs", kill_when=(stage, watch) if watch else None, fault=fault)
     final = run_demo(ws, root / "logs")
     print({k: (r.returncode, r.killed_at, r.seconds) for k, r in {**runs, "final": final}.items()})
     return ws, runs, final
 
 
+def _next(chain, stage: str):
+    """The run after the one killed in `stage`: the one that resumed it."""
+    runs = {**chain[1], "final": chain[2]}
+    order = list(runs)
+    return runs[order[order.index(stage) + 1]]
+
+
 @slow
 def test_every_run_was_killed_in_its_stage_and_the_last_one_completes(chain):
     ws, runs, final = chain
+    watched = {stage for stage, watch, _ in KILLS if watch}
     for stage, run in runs.items():
         assert run.returncode == -9, (stage, run.returncode, run.stderr[-2000:])
-        assert stage == "ingest" or run.killed_at == stage, (stage, run.killed_at)
+        assert run.killed_at == (stage if stage in watched else None), (stage, run.killed_at)
     assert final.returncode == 0, final.stderr[-3000:]
     out = final.summary()
     assert out["dataset_version"] and out["governance"]["registered"] == "mmfm-multimodal/1", out["stages"]
+    assert out["governance"]["promotion"]["decision"] == "already champion"
+    assert out["governance"]["monitoring"]["status"] in ("ok", "drift")
 
 
 @slow
-@pytest.mark.parametrize("stage", ["ingest", "validate", "version", "pretrain", "register"])
+@pytest.mark.parametrize("stage", KILLED)
 def test_no_process_of_a_killed_run_is_left(chain, stage):
     assert leftovers(chain[1][stage].tag, grace_s=2) == []
 
@@ -160,15 +193,92 @@ def test_ingest_resumes_only_the_extract_in_flight(chain, clean_demo):
         assert db.execute("SELECT count(*) FROM publishing").fetchone()[0] == 0  # no claim left open
 
 
+DATA, MODEL = {"ingest", "validate"}, {"pretrain", "finetune", "evaluate"}
+
+
 @slow
-@pytest.mark.parametrize("stage,before", [("version", {"ingest", "validate"}), ("pretrain", {"ingest", "validate"}),
-                                          ("register", {"ingest", "validate", "pretrain", "finetune", "evaluate"})])
+@pytest.mark.parametrize("stage,before", [("version", DATA), ("pretrain", DATA), ("finetune", DATA | {"pretrain"}),
+                                          ("evaluate", DATA | {"pretrain", "finetune"}), ("register", DATA | MODEL),
+                                          ("promote", DATA | MODEL), ("monitor", DATA | MODEL)])
 def test_a_rerun_skips_the_stages_finished_before_the_kill(chain, stage, before):
-    """The run after the kill in `stage` (the next one in the chain) did not redo what was done."""
-    ws, runs, final = chain
-    order = list(runs) + ["final"]
-    after = {**runs, "final": final}[order[order.index(stage) + 1]]
+    """The run after the kill in `stage` (the next one in the chain) did not redo what was done: DVC finds the
+    finished stages current, and after register and promote the registry ones are not done twice."""
+    after = _next(chain, stage)
     assert before <= after.skipped_stages(), after.skipped_stages()
+    if stage in MODEL:
+        assert stage not in after.skipped_stages()  # the stage in flight is done again
+    if stage in ("promote", "monitor"):
+        assert "registered mmfm-multimodal/1 (already registered)" in after.stderr
+    if stage == "monitor":
+        assert "promotion to champion: already champion" in after.stderr
+
+
+@slow
+def test_finetune_kept_the_task_finished_before_the_kill(chain):
+    """Killed while the second task (risk) was being logged: the rerun reused the first task's adapter and MLflow
+    run instead of training it again (the finished-run count per name is checked against the uninterrupted run in
+    test_mlflow_...), and kept nothing once the stage was recorded."""
+    ws, runs, _ = chain
+    meta = json.loads((ws / "models" / "finetuned" / "diagnosis" / "meta.json").read_text())
+    assert meta["mlflow_run_id"] == runs["finetune"].facts["diagnosis_run"]
+    assert "fine-tuned diagnosis: kept from an interrupted run" in _next(chain, "finetune").stderr
+    assert not list((ws / ".mmfm" / "checkpoints").glob("finetune-*/finished"))
+
+
+def _registry_rows(ws: Path) -> dict:
+    return {
+        "aliases": mlflow_rows(ws, "SELECT name, alias, version FROM registered_model_aliases ORDER BY alias"),
+        "model_tags": mlflow_rows(ws, "SELECT key, value FROM registered_model_tags WHERE key LIKE 'mmfm.%' "
+                                      "ORDER BY key"),
+        "decisions": mlflow_rows(ws, "SELECT version, key FROM model_version_tags WHERE key LIKE 'mmfm.approved.%' "
+                                     "OR key LIKE 'mmfm.refused.%' ORDER BY key")}
+
+
+@slow
+def test_promote_killed_after_its_decision_completes_that_decision_once(chain, clean_demo):
+    """`promote.after_verdict`: the decision tag written, the ledger event, alias history and alias not. The rerun
+    completes that decision: one approval tag, `champion` on version 1, the version once in the alias history, the
+    pending marker gone; the ledger's single promote event is checked by test_ledger_..."""
+    ws, runs, _ = chain
+    assert "promotion to champion" not in runs["promote"].stderr  # killed inside promote
+    assert "promotion to champion: approved" in _next(chain, "promote").stderr
+    got, want = _registry_rows(ws), _registry_rows(clean_demo[0])
+    assert [(n, a, v) for n, a, v in got["aliases"]] == [("mmfm-multimodal", "challenger", 1),
+                                                         ("mmfm-multimodal", "champion", 1)]
+    assert got["aliases"] == want["aliases"] and got["model_tags"] == want["model_tags"]
+    assert dict(got["model_tags"])["mmfm.alias_history.champion"] == '["1"]'
+    assert [(v, k.rsplit(".", 1)[0]) for v, k in got["decisions"]] == [(1, "mmfm.approved.champion")]
+    assert len(got["decisions"]) == len(want["decisions"]) == 1
+
+
+@slow
+def test_monitor_resumed_gives_one_report_equal_to_the_uninterrupted_run(chain, clean_demo):
+    """Killed while drift was computed on the ingested and validated monitoring area: the rerun leaves one report
+    folder with the same files, verdict and counts (received, quarantined: over every ingest run of the area, not
+    the rerun's "nothing new") as an uninterrupted run (the one MLflow run and one ledger event are checked by
+    test_mlflow_... and test_ledger_...); the area holds its quarantine records once and its ledger the events of an
+    uninterrupted run (validated once: flows/area.py skips a current validate stage)."""
+    from tasks.quarantine import read_quarantine
+
+    ws, runs, _ = chain
+    assert "drift.json" not in runs["monitor"].facts["files"]  # killed before the report
+    got, want = (sorted((w / "data" / "monitoring").iterdir()) for w in (ws, clean_demo[0]))
+    assert [p.name for p in got] == [runs["monitor"].facts["area"]] and len(want) == 1  # named by extract path
+    assert sorted(p.name for p in got[0].iterdir()) == sorted(p.name for p in want[0].iterdir())
+    reports = [json.loads((d[0] / "drift.json").read_text()) for d in (got, want)]
+    for key in ("model_version", "status", "flagged_sites", "current"):
+        assert reports[0][key] == reports[1][key], key
+    assert reports[0]["reference"]["patients"] == reports[1]["reference"]["patients"]
+    cols = ["source_uri", "location", "source", "stage", "rule"]
+    areas = [w / ".mmfm" / "areas" / "monitoring" / d[0].name / "data" / "quarantine"
+             for w, d in ((ws, got), (clean_demo[0], want))]
+    assert all(a.is_dir() for a in areas)
+    rows = [read_quarantine(a).select(cols).sort(cols) for a in areas]
+    assert rows[0].equals(rows[1])
+    from tasks.lineage import Ledger
+
+    assert _logical(Ledger.of_workspace(areas[0].parents[1]).events()) == \
+        _logical(Ledger.of_workspace(areas[1].parents[1]).events())  # the area validated once, counts kept
 
 
 @slow
