@@ -36,7 +36,7 @@ DEFAULT_PARAMS = {
                  "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "full": False}},
     "evaluate": {"n_boot": 200, "min_group": 20, "baselines": True, "baseline_steps": 300, "gradcam_patients": 4},
     # drift monitoring (flows/monitor.py): family-wise false-alarm rate, smallest site tested, retrain cooldown
-    "monitor": {"alpha": 0.05, "min_rows": 30, "min_reference_rows": 20, "n_permutations": 200,
+    "monitor": {"alpha": 0.01, "min_rows": 30, "min_reference_rows": 20, "n_permutations": 200,
                 "performance_tolerance": 0.1, "cooldown_hours": 24, "max_rows": None},
     # the promotion gate (tasks/registry/gate.py): a candidate must match the champion within `tolerance` on the
     # primary metric and keep the gap between subgroups (sex, age band, site) of at least min_group patients under
