@@ -37,12 +37,16 @@ def test_two_gloo_ranks_match_one_process(tmp_path: Path):
     assert result["world_size"] == 2 and result["backend"] == "gloo" and result["step"] == STEPS
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["ckpt_00000002.pt", "ckpt_00000004.pt"]
 
+    assert_matches_one_process(tmp_path, result["losses"])
+
+
+def assert_matches_one_process(out: Path, losses: list[float]) -> None:
+    """A 2-rank run's losses and final weights (out/final.pt) equal one process's on the same global batches."""
     reference = build_model("tiny", SEED, 0.0)
     cfg = TrainConfig(steps=STEPS, lr=1e-3, warmup_steps=2, batch_size=BATCH, seed=SEED, objective="diagnosis")
     single = train(reference, SyntheticBatches(batch_size=BATCH, seed=SEED), cfg)
-
-    assert result["losses"] == pytest.approx(single.losses, abs=1e-4)
-    ddp_weights = torch.load(tmp_path / "final.pt", weights_only=True)
+    assert losses == pytest.approx(single.losses, abs=1e-4)
+    ddp_weights = torch.load(out / "final.pt", weights_only=True)
     for name, value in reference.state_dict().items():
         a, b = without_key_bias(name, ddp_weights[name]), without_key_bias(name, value)
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=name)
