@@ -90,12 +90,24 @@ class TextEncoder(nn.Module):
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, max_length: int = 64) -> PreTrainedTokenizerFast:
-    """Train a lower-cased WordPiece tokenizer on `texts`; [PAD]=0, [CLS] ... [SEP] around each note."""
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS))
+    """Train a lower-cased WordPiece tokenizer on `texts`; [PAD]=0, [CLS] ... [SEP] around each note.
+
+    Deterministic: the same texts give the same vocabulary in every process and on every machine, so the nodes of a
+    multi-node run and a resumed run tokenize alike. tokenizers' trainer (0.23) numbers the continuing-subword
+    pieces (`##x`) in hash-map order and those numbers break ties between equally frequent merges
+    (huggingface/tokenizers#1794): 30 trainings on one corpus gave 30 vocabularies. Naming every `##x` up front, in
+    sorted order, fixes their numbers; the trained vocabulary is then rebuilt with them as ordinary pieces.
+    """
+    texts = [t for t in texts if t]
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pieces = [f"##{c}" for c in sorted({c for t in texts for c in normalizer.normalize_str(t) if not c.isspace()})]
+    trained = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    trained.normalizer, trained.pre_tokenizer = normalizer, pre_tokenizers.BertPreTokenizer()
+    trained.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size,
+                                                                 special_tokens=SPECIAL_TOKENS + pieces))
+    tok = Tokenizer(models.WordPiece(trained.get_vocab(with_added_tokens=False), unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre_tokenizers.BertPreTokenizer(), decoders.WordPiece()
+    tok.add_special_tokens(SPECIAL_TOKENS)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
                                                        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
