@@ -29,7 +29,7 @@ def area_name(source: Path) -> str:
 def prepare_area(ws: Workspace, source: Path, kind: str) -> dict:
     """Ingest + validate `source` into its own area; -> {area (Workspace), ingest, validate} summaries."""
     from flows.ingest import run as ingest
-    from flows.pipeline import render_dvc_yaml, stage_is_current
+    from flows.pipeline import commit_if_finished, render_dvc_yaml, stage_is_current
     from flows.validate import ValidationBlocked, validate
 
     if kind not in KINDS:
@@ -46,7 +46,8 @@ def prepare_area(ws: Workspace, source: Path, kind: str) -> dict:
         shutil.copytree(source, target)
     ingested = {**ingest(area.root), **_ingested_so_far(area)}
     report = area.reports / "validation.json"
-    if report.exists() and stage_is_current(area.root, "validate"):  # a rerun (e.g. after a kill): validated already
+    if report.exists() and (stage_is_current(area.root, "validate") or commit_if_finished(area.root, "validate")):
+        # a rerun (e.g. after a kill): validated already
         return {"area": area, "ingest": ingested, "validate": json.loads(report.read_text())}
     try:
         validated = validate(area.root)

@@ -422,8 +422,10 @@ def pipeline(
     root = use_workspace(workspace)
     lock_wait(wait)
     def render(r: dict) -> None:
+        recorded = f"; recorded (finished before an interruption): {', '.join(r['recorded'])}" if r["recorded"] \
+            else ""
         _console(stderr=False).print(f"ran: {', '.join(r['ran']) or 'nothing'}; skipped (up to date): "
-                                     f"{', '.join(r['skipped']) or 'nothing'}; {r['seconds']} s")
+                                     f"{', '.join(r['skipped']) or 'nothing'}{recorded}; {r['seconds']} s")
 
     _run_flow("flows.pipeline", "pipeline", as_json, debug, render, workspace=root, force=force)
 

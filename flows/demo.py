@@ -85,14 +85,20 @@ def _stages(root: Path, names: tuple[str, ...], step: Callable[[str], None]) -> 
     """`pipeline` one stage at a time (DVC still decides whether each runs), so progress can follow the stages."""
     from flows.pipeline import pipeline
 
-    merged: dict = {"ran": [], "skipped": [], "stages": {}}
+    merged: dict = {"ran": [], "skipped": [], "recorded": [], "stages": {}}
     for name in names:
         step(name)
         done = pipeline(workspace=root, stages=[name])
-        merged["ran"] += done["ran"]
-        merged["skipped"] += done["skipped"]
+        for key in ("ran", "skipped", "recorded"):
+            merged[key] += done[key]
         merged["stages"].update(done["stages"])
     return merged
+
+
+def _labels(done: dict, names: tuple[str, ...]) -> list[str]:
+    """How the summary names each stage: run now, finished by an interrupted run (DVC recorded it now), or current."""
+    return [name if name in done["ran"] else f"{name} (finished before an interruption)"
+            if name in done["recorded"] else f"{name} (up to date)" for name in names]
 
 
 DEMO_STAGES = ("synth", "ingest", "validate", "version", "pretrain", "finetune", "evaluate", "register", "promote",
@@ -103,7 +109,7 @@ SHIFTED_SITE = "site-b"
 def _govern(ws, cfg: SynthConfig, patients: int, say: Callable[[str], None], step: Callable[[str], None]) -> dict:
     """register -> promote (a demo approver, through the gate) -> monitor a shifted extract -> audit report."""
     from flows.monitor import monitor_flow
-    from flows.registry import PromotionRefused, promote_flow, register_flow
+    from flows.registry import PromotionRefused, promote_flow, register_flow, settle_promotion
     from tasks.registry.audit_report import write_audit
 
     step("register")
@@ -119,6 +125,7 @@ def _govern(ws, cfg: SynthConfig, patients: int, say: Callable[[str], None], ste
         current = None
     step("promote")
     if current == str(reg["version"]):
+        settle_promotion(mlflow.MlflowClient(), reg["name"], "champion")  # a marker a kill left after the alias
         out["promotion"] = {"decision": "already champion"}
     else:
         try:
@@ -177,10 +184,10 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
     ingest = ran["stages"].get("ingest") or {"received": 0, "ingested": 0, "quarantined": 0,
                                               "quarantine_reasons": {}}
     say(f"data stages ran: {', '.join(ran['ran']) or 'nothing'}; up to date: {', '.join(ran['skipped']) or 'none'}")
-    stages += [name if name in ran["ran"] else f"{name} (up to date)" for name in DATA_STAGES]
+    stages += _labels(ran, DATA_STAGES)
     validated = ran["stages"].get("validate")
     step("version")
-    unfinished = ran["ran"] or _unpublished(ws.root, DATA_STAGES) or head_unrecorded(ws.root)
+    unfinished = ran["ran"] or ran["recorded"] or _unpublished(ws.root, DATA_STAGES) or head_unrecorded(ws.root)
     published = version(workspace=ws.root) if unfinished else None
     if published:
         stages.append("version")
@@ -188,7 +195,7 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
     trained = _stages(ws.root, MODEL_STAGES, step)
     say(f"model stages ran: {', '.join(trained['ran']) or 'nothing'}; "
         f"up to date: {', '.join(trained['skipped']) or 'none'}")
-    stages += [name if name in trained["ran"] else f"{name} (up to date)" for name in MODEL_STAGES]
+    stages += _labels(trained, MODEL_STAGES)
     evaluation = _evaluation(ws.models / "evaluation" / "evaluation.json")
     governance = _govern(ws, cfg, patients, say, step)
     refused = governance["promotion"]["decision"] == "refused"

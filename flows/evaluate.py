@@ -17,8 +17,10 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from flows.pretrain import EXPERIMENT, replace_dir, train_config
+from flows.pretrain import EXPERIMENT, replace_dir, run_key, train_config
 from tasks.curated_check import check_curated
+from tasks.faults import kill_point
+from tasks.run_journal import RunJournal
 from tasks.workspace import Workspace
 from tasks.workspace_lock import holds_workspace_lock
 
@@ -130,10 +132,8 @@ def _markdown(summary: dict) -> str:
 @flow(name="evaluate")
 @holds_workspace_lock("mmfm evaluate")
 def evaluate_flow(workspace: Path, cohort: Path | None = None, baselines: bool | None = None) -> dict:
-    import mlflow
-
     from tasks import tracking
-    from tasks.lineage import record
+    from tasks.lineage import artifact_sha256, record
     from tasks.training.bundle import load_backbone
     from tasks.training.data import load_split
 
@@ -151,6 +151,37 @@ def evaluate_flow(workspace: Path, cohort: Path | None = None, baselines: bool |
     except ValueError:
         raise ValueError(f"the {SPLIT} split of {ws.curated} has no patients: the cohort is too small for "
                          f"params.yaml validate.splits") from None
+    tracking.configure(ws.root)
+    models = {m: artifact_sha256(ws.models / m) for m in ("backbone", "finetuned")}  # what is measured
+    journal = RunJournal(ws, "evaluate", "evaluate", run_key("evaluate", {**p, "cohort": str(cohort or ""), **models},
+                                                             facts["curated_md5"]))
+    done = journal.recover()
+    if done:  # finished and logged by a run killed before its ledger event: record that run, measure nothing
+        summary = json.loads((ws.models / "evaluation" / "evaluation.json").read_text())
+        get_run_logger().info("evaluated: kept from an interrupted run (MLflow run %s)", summary["mlflow_run_id"])
+    else:
+        summary = _measure_and_log(ws, p, facts, tasks, tokenizer, test, cohort, journal)
+    reports = summary["tasks"]
+    event = record(ws, "evaluate", str(flow_run.id or summary["mlflow_run_id"]),
+                   inputs=[ws.curated, ws.models / "backbone", ws.models / "finetuned"],
+                   outputs=[ws.models / "evaluation"], params=p,
+                   facts={"split": SPLIT, "dataset_version": facts["dataset_version"],
+                          "mlflow_run_id": summary["mlflow_run_id"],
+                          "primary": {t: r["metrics"][r["primary_metric"]]["value"] for t, r in reports.items()}})
+    journal.clear()
+    summary["lineage_event"] = event.event_id
+    summary["report"] = str(ws.models / "evaluation" / "evaluation.md")
+    get_run_logger().info("evaluated %s on %d test patients", ", ".join(tasks), len(test))
+    return summary
+
+
+def _measure_and_log(ws: Workspace, p: dict, facts: dict, tasks: list[str], tokenizer, test, cohort: Path | None,
+                     journal: RunJournal) -> dict:
+    """Measure every task (and the baselines), publish models/evaluation and log the MLflow run; -> the summary."""
+    import mlflow
+
+    from tasks import tracking
+
     incoming = ws.models / ".evaluation-incoming"
     shutil.rmtree(incoming, ignore_errors=True)
     (incoming / "plots").mkdir(parents=True)
@@ -160,24 +191,18 @@ def evaluate_flow(workspace: Path, cohort: Path | None = None, baselines: bool |
         summary["baselines"] = baselines_task(ws, test, tokenizer, p, cohort)
     (incoming / "evaluation.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
     (incoming / "evaluation.md").write_text(_markdown(summary))
-    tracking.configure(ws.root)
     tags = {**tracking.run_tags(ws.root, "evaluate", facts), "mmfm.split": SPLIT,
             **{f"mmfm.finetune_run_id.{t}": str(r["finetune_run_id"]) for t, r in reports.items()}}
     with mlflow.start_run(experiment_id=tracking.experiment_id(ws.root, EXPERIMENT), run_name="evaluate",
                           tags=tags) as run:
+        journal.start(run.info.run_id)
         mlflow.log_metrics(mlflow_metrics(reports))
         mlflow.log_artifacts(str(incoming), artifact_path="evaluation")
-    summary["mlflow_run_id"] = run.info.run_id
-    (incoming / "evaluation.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
-    replace_dir(incoming, ws.models / "evaluation")
-    event = record(ws, "evaluate", str(flow_run.id or run.info.run_id),
-                   inputs=[ws.curated, ws.models / "backbone", ws.models / "finetuned"],
-                   outputs=[ws.models / "evaluation"], params=p,
-                   facts={"split": SPLIT, "dataset_version": facts["dataset_version"], "mlflow_run_id": run.info.run_id,
-                          "primary": {t: r["metrics"][r["primary_metric"]]["value"] for t, r in reports.items()}})
-    summary["lineage_event"] = event.event_id
-    summary["report"] = str(ws.models / "evaluation" / "evaluation.md")
-    get_run_logger().info("evaluated %s on %d test patients", ", ".join(tasks), len(test))
+        summary["mlflow_run_id"] = run.info.run_id
+        (incoming / "evaluation.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+        replace_dir(incoming, ws.models / "evaluation")
+        journal.finish({"mlflow_run_id": run.info.run_id}, outputs=[ws.models / "evaluation"])
+    kill_point("evaluate.after_run")
     return summary
 
 

@@ -20,6 +20,8 @@ from prefect.runtime import flow_run
 
 from flows.pretrain import EXPERIMENT, replace_dir, run_key, train_config
 from tasks.curated_check import check_curated
+from tasks.faults import kill_point
+from tasks.run_journal import RunJournal
 from tasks.workspace import Workspace
 from tasks.workspace_lock import holds_workspace_lock
 
@@ -64,17 +66,6 @@ def finetune_task(ws: Workspace, backbone_dir: Path, task_name: str, p: dict, ke
     return {"trained": trained, "lora": lora, "backbone_meta": meta, "train_patients": len(train)}
 
 
-def _keep_finished(kept: Path, adapter: Path, result: dict) -> None:
-    """Keep a task whose MLflow run has ended (adapter + summary, swapped in whole) beside its checkpoints until the
-    stage's ledger event is written: a rerun after a kill in a later task reuses it instead of training it again and
-    logging a second finished run for it."""
-    incoming = kept.with_name(".finished-incoming")
-    shutil.rmtree(incoming, ignore_errors=True)
-    shutil.copytree(adapter, incoming / "adapter")
-    (incoming / "result.json").write_text(json.dumps(result, default=str))
-    replace_dir(incoming, kept)
-
-
 @flow(name="finetune")
 @holds_workspace_lock("mmfm finetune")
 def finetune_flow(workspace: Path, tasks: list[str] | None = None, label_fraction: float | None = None,
@@ -101,11 +92,12 @@ def finetune_flow(workspace: Path, tasks: list[str] | None = None, label_fractio
         key = run_key("finetune", {**p, "backbone": sha}, facts["curated_md5"])
         tracking.configure(ws.root)
         experiment = tracking.experiment_id(ws.root, EXPERIMENT)
+        journals = {t: RunJournal(ws, f"finetune-{t}", "finetune", f"{key}-{t}") for t in p["tasks"]}
         for task_name in p["tasks"]:
-            kept = ws.state / "checkpoints" / f"{key}-{task_name}" / "finished"
-            if resume and (kept / "result.json").exists():  # finished by a run killed later: no second MLflow run
-                shutil.copytree(kept / "adapter", incoming / task_name)
-                results[task_name] = json.loads((kept / "result.json").read_text())
+            journal = journals[task_name]
+            if done := journal.recover(reuse=resume):  # finished by a run killed later: no second MLflow run
+                shutil.copytree(journal.kept, incoming / task_name)
+                results[task_name] = done["result"]
                 log.info("fine-tuned %s: kept from an interrupted run (MLflow run %s)", task_name,
                          results[task_name]["mlflow_run_id"])
                 continue
@@ -114,6 +106,8 @@ def finetune_flow(workspace: Path, tasks: list[str] | None = None, label_fractio
             tags = {**tracking.run_tags(ws.root, "finetune", facts), "mmfm.task": task_name,
                     "mmfm.backbone_run_id": str(bmeta.get("mlflow_run_id")), "mmfm.backbone_sha256": sha}
             with mlflow.start_run(experiment_id=experiment, run_name=f"finetune-{task_name}", tags=tags) as run:
+                journal.start(run.info.run_id)
+                kill_point("finetune.in_run")
                 meta = {"mlflow_run_id": run.info.run_id, **facts, "label_fraction": p["label_fraction"],
                         "train_patients": out["train_patients"], "best_step": trained.best_step,
                         "trainable_params": trained.trainable_params, "total_params": trained.total_params,
@@ -127,10 +121,10 @@ def finetune_flow(workspace: Path, tasks: list[str] | None = None, label_fractio
                 tracking.log_curve(trained.result.losses, "train_loss")
                 tracking.log_curve(trained.val_losses, "val_loss")
                 mlflow.log_artifacts(str(incoming / task_name), artifact_path="adapter")
-            results[task_name] = {"mlflow_run_id": run.info.run_id, "final_loss": trained.result.losses[-1],
-                                  "best_step": trained.best_step, "trainable_params": trained.trainable_params,
-                                  "total_params": trained.total_params, "train_patients": out["train_patients"]}
-            _keep_finished(kept, incoming / task_name, results[task_name])
+                results[task_name] = {"mlflow_run_id": run.info.run_id, "final_loss": trained.result.losses[-1],
+                                      "best_step": trained.best_step, "trainable_params": trained.trainable_params,
+                                      "total_params": trained.total_params, "train_patients": out["train_patients"]}
+                journal.finish(results[task_name], keep=incoming / task_name)  # kept until the ledger event
             log.info("fine-tuned %s: %d of %d parameters trained", task_name, trained.trainable_params,
                      trained.total_params)
     replace_dir(incoming, ws.models / "finetuned")
@@ -138,8 +132,8 @@ def finetune_flow(workspace: Path, tasks: list[str] | None = None, label_fractio
                    outputs=[ws.models / "finetuned"], params=p,
                    facts={"dataset_version": facts["dataset_version"], "backbone_sha256": sha,
                           "mlflow_run_ids": {t: r["mlflow_run_id"] for t, r in results.items()}})
-    for task_name in p["tasks"]:  # recorded: a later run of this stage trains (and logs) anew
-        shutil.rmtree(ws.state / "checkpoints" / f"{key}-{task_name}" / "finished", ignore_errors=True)
+    for journal in journals.values():  # recorded: a later run of this stage trains (and logs) anew
+        journal.clear()
     return {"tasks": results, "label_fraction": p["label_fraction"], "backbone_sha256": sha,
             "dataset_version": facts["dataset_version"], "adapters": str(ws.models / "finetuned"),
             "lineage_event": event.event_id}

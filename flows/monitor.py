@@ -22,6 +22,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from tasks.run_journal import RunJournal
 from tasks.workspace import Workspace
 
 EXPERIMENT = "mmfm-monitoring"
@@ -60,18 +61,10 @@ def monitor_flow(workspace: Path, source: Path, model: str = "mmfm-multimodal@ch
     import mlflow
 
     from flows.area import prepare_area
-    from flows.registry import _parse, load_verified
+    from flows.pretrain import run_key
+    from flows.registry import _parse
     from tasks import tracking
-    from tasks.lineage import record
-    from tasks.monitoring.embedding_drift import embedding_drift
-    from tasks.monitoring.features import patient_features
-    from tasks.monitoring.findings import describe
-    from tasks.monitoring.tabular_drift import tabular_drift
-    from tasks.monitoring.trigger import RetrainTrigger
-    from tasks.training.bundle import load_backbone
-    from tasks.training.data import load_split
-    from tasks.training.dataset import DatasetConfig
-    from tasks.training.fit import predict
+    from tasks.lineage import artifact_sha256, record
 
     ws = Workspace(Path(workspace).resolve())
     p = ws.section("monitor")
@@ -82,6 +75,56 @@ def monitor_flow(workspace: Path, source: Path, model: str = "mmfm-multimodal@ch
     area = prepared["area"]
     out = ws.root / "data" / "monitoring" / area.root.name
     out.mkdir(parents=True, exist_ok=True)
+    journal = RunJournal(ws, f"monitor-{area.root.name}", "monitor",
+                         run_key("monitor", {"model": f"{name}/{version}", **p},
+                                 artifact_sha256(area.curated) + artifact_sha256(ws.curated)))
+    if done := journal.recover():  # reported and logged by a run killed before its ledger event
+        report, run_id = json.loads((out / "drift.json").read_text()), done["result"]["mlflow_run_id"]
+        log.info("monitoring %s: kept from an interrupted run (MLflow run %s)", Path(source).name, run_id)
+    else:
+        report = _drift_report(ws, p, name, version, prepared, out, Path(source))
+        with mlflow.start_run(experiment_id=tracking.experiment_id(ws.root, EXPERIMENT),
+                              run_name=f"monitor-{area.root.name}",
+                              tags={"mmfm.stage": "monitor", "mmfm.model_version": f"{name}/{version}",
+                                    "mmfm.status": report["status"]}) as run:
+            journal.start(run.info.run_id)
+            mlflow.log_metrics({"drift": float(report["status"] == "drift"),
+                                "flagged_sites": float(len(report["flagged_sites"])),
+                                "current_patients": float(report["current"]["patients"])})
+            mlflow.log_artifacts(str(out), artifact_path="monitoring")
+            journal.finish({"mlflow_run_id": run.info.run_id}, outputs=[out / "drift.json"])
+        run_id = run.info.run_id
+    flagged = report["flagged_sites"]
+    mlflow.MlflowClient().set_model_version_tag(name, version, "mmfm.last_monitoring",
+                                                json.dumps({"run_id": run_id, "status": report["status"],
+                                                            "sites": flagged}))
+    event = record(ws, "monitor", str(flow_run.id or run_id), inputs=[area.curated, ws.curated],
+                   outputs=[out / "drift.json"], params={"model": f"{name}/{version}", **p},
+                   facts={"status": report["status"], "flagged_sites": flagged, "mlflow_run_id": run_id,
+                          "retrain": (report["retrain"] or {}).get("status")})
+    journal.clear()
+    report |= {"mlflow_run_id": run_id, "lineage_event": event.event_id, "report": str(out / "drift.json")}
+    log.log(30 if report["status"] == "drift" else 20, "monitoring %s: %s%s", Path(source).name, report["status"],
+            f" ({report['findings']})" if report["findings"] else "")
+    return report
+
+
+def _drift_report(ws: Workspace, p: dict, name: str, version: str, prepared: dict, out: Path, source: Path) -> dict:
+    """Score the prepared area with the (hash-verified) model, test every drift family, fire the retraining
+    trigger on a breach, and write out/drift.json (+ tabular.html); -> the report."""
+    from flows.registry import load_verified
+    from tasks import tracking
+    from tasks.monitoring.embedding_drift import embedding_drift
+    from tasks.monitoring.features import patient_features
+    from tasks.monitoring.findings import describe
+    from tasks.monitoring.tabular_drift import tabular_drift
+    from tasks.monitoring.trigger import RetrainTrigger
+    from tasks.training.bundle import load_backbone
+    from tasks.training.data import load_split
+    from tasks.training.dataset import DatasetConfig
+    from tasks.training.fit import predict
+
+    area = prepared["area"]
     with tempfile.TemporaryDirectory(dir=ws.state) as tmp:
         load_verified(f"{name}/{version}", Path(tmp))  # refuses tampered artifacts
         bundle = next(Path(tmp).rglob("bundle"))
@@ -139,21 +182,4 @@ def monitor_flow(workspace: Path, source: Path, model: str = "mmfm-multimodal@ch
                                       "extract": Path(source).name}, on_fire=_queue_retrain) if breach else None
     report["findings"] = describe(report)
     (out / "drift.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-    experiment = tracking.experiment_id(ws.root, EXPERIMENT)
-    with mlflow.start_run(experiment_id=experiment, run_name=f"monitor-{area.root.name}",
-                          tags={"mmfm.stage": "monitor", "mmfm.model_version": f"{name}/{version}",
-                                "mmfm.status": report["status"]}) as run:
-        mlflow.log_metrics({"drift": float(breach), "flagged_sites": float(len(flagged)),
-                            "current_patients": float(len(current))})
-        mlflow.log_artifacts(str(out), artifact_path="monitoring")
-    mlflow.MlflowClient().set_model_version_tag(name, version, "mmfm.last_monitoring",
-                                                json.dumps({"run_id": run.info.run_id, "status": report["status"],
-                                                            "sites": flagged}))
-    event = record(ws, "monitor", str(flow_run.id or run.info.run_id), inputs=[area.curated, ws.curated],
-                   outputs=[out / "drift.json"], params={"model": f"{name}/{version}", **p},
-                   facts={"status": report["status"], "flagged_sites": flagged, "mlflow_run_id": run.info.run_id,
-                          "retrain": (report["retrain"] or {}).get("status")})
-    report |= {"mlflow_run_id": run.info.run_id, "lineage_event": event.event_id, "report": str(out / "drift.json")}
-    log.log(30 if breach else 20, "monitoring %s: %s%s", Path(source).name, report["status"],
-            f" ({report['findings']})" if report["findings"] else "")
     return report

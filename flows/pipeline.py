@@ -4,7 +4,9 @@ DVC decides, Prefect runs. `dvc.yaml` (rendered from `STAGES`, so stage names, d
 the DAG's contract and `dvc.lock` its ledger of hashes. The `pipeline` flow walks the stages in order, asks DVC
 whether each is out of date, runs only those (as Prefect subflows, in this process), and has DVC record their
 outputs after (`dvc commit`), so a rerun with no new data does no work and says which stages it skipped, and a new
-extract reruns only what depends on it. `dvc repro` in a workspace runs the same stages (`python -m flows.<stage>`).
+extract reruns only what depends on it. A stage whose last ledger event already describes the workspace (a kill came
+between that event and `dvc commit`) is only committed, not run again. `dvc repro` in a workspace runs the same
+stages (`python -m flows.<stage>`).
 A run holds the workspace lock (tasks.workspace_lock) throughout, and checks data/curated against validate's record
 before the first model stage (tasks.curated_check), so no stage trains on data changed after validation.
 """
@@ -24,6 +26,8 @@ import yaml
 from prefect import flow, get_run_logger
 
 from tasks.curated_check import check_curated
+from tasks.faults import kill_point
+from tasks.lineage import Event
 from tasks.workspace_lock import holds_workspace_lock
 
 
@@ -86,8 +90,34 @@ def run_stage(root: Path, name: str) -> dict:
     """Run one stage's flow in this process (flows/<name>.py: `run(workspace)`), then record it in dvc.lock."""
     module = importlib.import_module(f"flows.{name}")
     summary = module.run(root)
+    kill_point("pipeline.before_dvc_commit")
     dvc(root, "commit", "--force", name)
     return summary
+
+
+def commit_if_finished(root: Path, name: str) -> Event | None:
+    """`dvc commit` a stage DVC finds out of date whose last run finished (finished_unrecorded); -> that event."""
+    event = finished_unrecorded(root, next(s for s in STAGES if s.name == name))
+    if event is not None:
+        dvc(root, "commit", "--force", name)
+    return event
+
+
+def finished_unrecorded(root: Path, stage: Stage) -> Event | None:
+    """The stage's last ledger event when it describes the workspace as it is now (every dep and out with the hash
+    it has now, run with the parameters params.yaml gives the stage now): the stage finished and a kill came before
+    `dvc commit`, so DVC finds it out of date although running it again would only log a second run. None when any
+    part differs, or the stage records its inputs otherwise (ingest names each extract's landing manifest; its
+    rerun is a no-op of its own)."""
+    from tasks.lineage import Ledger, canonical_json, describes
+    from tasks.workspace import Workspace
+
+    events = [e for e in Ledger.of_workspace(root).events() if e.stage == stage.name]
+    if not events:
+        return None
+    last = events[-1]
+    same_params = canonical_json(last.params) == canonical_json(Workspace(root).section(stage.name))
+    return last if same_params and describes(last, root, inputs=stage.deps, outputs=stage.outs) else None
 
 
 @flow(name="pipeline")
@@ -99,7 +129,7 @@ def pipeline(workspace: Path, force: bool = False, stages: list[str] | None = No
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGE_NAMES)}")
     log = get_run_logger()
-    ran, skipped, summaries, curated_checked = [], [], {}, False
+    ran, skipped, recorded, summaries, curated_checked = [], [], [], {}, False
     for stage in STAGES:
         if stages is not None and stage.name not in stages:
             continue
@@ -110,6 +140,12 @@ def pipeline(workspace: Path, force: bool = False, stages: list[str] | None = No
             skipped.append(stage.name)
             log.info("stage %s is up to date: skipped", stage.name)
             continue
+        if not force and (event := commit_if_finished(root, stage.name)) is not None:
+            recorded.append(stage.name)
+            log.info("stage %s finished in run %s (ledger event %s) before a kill; DVC recorded it now: not run again",
+                     stage.name, event.run_id, event.event_id[:12])
+            continue
         summaries[stage.name] = run_stage(root, stage.name)
         ran.append(stage.name)
-    return {"ran": ran, "skipped": skipped, "stages": summaries, "seconds": round(time.perf_counter() - t0, 2)}
+    return {"ran": ran, "skipped": skipped, "recorded": recorded, "stages": summaries,
+            "seconds": round(time.perf_counter() - t0, 2)}

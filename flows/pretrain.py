@@ -21,6 +21,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from tasks.curated_check import check_curated
+from tasks.faults import kill_point
+from tasks.run_journal import RunJournal
 from tasks.workspace import Workspace
 from tasks.workspace_lock import holds_workspace_lock
 
@@ -87,8 +89,8 @@ def train_backbone(ws: Workspace, p: dict, key: str, resume: bool) -> dict:
     tokenizer = _checkpoint_tokenizer(ckpt / "tokenizer", resume)
     if tokenizer is None and (tokenizer := corpus_tokenizer(ws.curated, "train", int(p["vocab_size"]),
                                                             config.max_text_length)) is not None:
-        # WordPiece training is not deterministic (ties between equally frequent merges): the token ids the
-        # checkpoints are trained with are kept beside them, so a resumed run reads the same ids
+        # the token ids the checkpoints are trained with are kept beside them: training is deterministic
+        # (models/encoders/text.py), but a tokenizers upgrade between a kill and its resume could still change them
         tokenizer.save_pretrained(str(ckpt / "tokenizer"))
     train, val = load_split(ws.curated, "train", tokenizer, config), load_split(ws.curated, "val", tokenizer, config)
     problems = check_model_inputs(model_inputs(train.take(range(min(64, len(train)))).tensors))
@@ -133,11 +135,8 @@ def train_backbone(ws: Workspace, p: dict, key: str, resume: bool) -> dict:
 @holds_workspace_lock("mmfm pretrain")
 def pretrain_flow(workspace: Path, model: str | None = None, steps: int | None = None, nproc: int | None = None,
                   resume: bool = True) -> dict:
-    import mlflow
-
     from tasks import tracking
     from tasks.lineage import record
-    from tasks.training.bundle import backbone_sha256, save_backbone
 
     ws = Workspace(Path(workspace).resolve())
     check_curated(ws.root)  # refuse data changed since validate, before any training
@@ -145,10 +144,35 @@ def pretrain_flow(workspace: Path, model: str | None = None, steps: int | None =
     facts = tracking.dataset_facts(ws.root)
     key = run_key("pretrain", p, facts["curated_md5"])
     log = get_run_logger()
-    out = train_backbone(ws, p, key, resume)
     tracking.configure(ws.root)
+    journal = RunJournal(ws, "pretrain", "pretrain", key)
+    done = journal.recover(reuse=resume)
+    if done:  # finished and logged by a run killed before its ledger event: record that run, train nothing
+        summary = done["result"]
+        log.info("pre-trained %s: kept from an interrupted run (MLflow run %s)", p["model"], summary["mlflow_run_id"])
+    else:
+        summary = _train_and_log(ws, p, key, facts, resume, journal)
+    event = record(ws, "pretrain", str(flow_run.id or summary["mlflow_run_id"]), inputs=[ws.curated],
+                   outputs=[ws.models / "backbone"], params=p,
+                   facts={"mlflow_run_id": summary["mlflow_run_id"], "dataset_version": facts["dataset_version"],
+                          "steps": summary["steps"], "final_loss": round(summary["final_loss"], 5)})
+    journal.clear()
+    log.info("pre-trained %s for %d steps: loss %.4f -> %.4f", p["model"], summary["steps"], summary["first_loss"],
+             summary["final_loss"])
+    return {**summary, "lineage_event": event.event_id}
+
+
+def _train_and_log(ws: Workspace, p: dict, key: str, facts: dict, resume: bool, journal: RunJournal) -> dict:
+    """Train (or resume) the backbone, publish models/backbone and log the MLflow run; -> the stage's summary."""
+    import mlflow
+
+    from tasks import tracking
+    from tasks.training.bundle import backbone_sha256, save_backbone
+
+    out = train_backbone(ws, p, key, resume)
     with mlflow.start_run(experiment_id=tracking.experiment_id(ws.root, EXPERIMENT), run_name=f"pretrain-{p['model']}",
                           tags=tracking.run_tags(ws.root, "pretrain", facts)) as run:
+        journal.start(run.info.run_id)
         meta = {"model": p["model"], "mlflow_run_id": run.info.run_id, **facts, "steps": len(out["losses"]),
                 "omics_genes": _genes(ws),
                 "best_step": out["best_step"], "world_size": out["world_size"], "training_data": out["counts"],
@@ -162,16 +186,12 @@ def pretrain_flow(workspace: Path, model: str | None = None, steps: int | None =
         tracking.log_curve(out["val_losses"], "val_loss")
         mlflow.set_tag("mmfm.backbone_sha256", backbone_sha256(ws.models / "backbone"))
         mlflow.log_artifacts(str(ws.models / "backbone"), artifact_path="backbone")
-    event = record(ws, "pretrain", str(flow_run.id or run.info.run_id), inputs=[ws.curated],
-                   outputs=[ws.models / "backbone"], params=p,
-                   facts={"mlflow_run_id": run.info.run_id, "dataset_version": facts["dataset_version"],
-                          "steps": len(out["losses"]), "final_loss": round(out["losses"][-1], 5)})
-    log.info("pre-trained %s for %d steps: loss %.4f -> %.4f", p["model"], len(out["losses"]), out["losses"][0],
-             out["losses"][-1])
-    return {"model": p["model"], "steps": len(out["losses"]), "first_loss": out["losses"][0],
-            "final_loss": out["losses"][-1], "best_step": out["best_step"], "mlflow_run_id": run.info.run_id,
-            "dataset_version": facts["dataset_version"], "backbone": str(ws.models / "backbone"),
-            "lineage_event": event.event_id}
+        summary = {"model": p["model"], "steps": len(out["losses"]), "first_loss": out["losses"][0],
+                   "final_loss": out["losses"][-1], "best_step": out["best_step"], "mlflow_run_id": run.info.run_id,
+                   "dataset_version": facts["dataset_version"], "backbone": str(ws.models / "backbone")}
+        journal.finish(summary, outputs=[ws.models / "backbone"])
+    kill_point("pretrain.after_run")
+    return summary
 
 
 def run(workspace: Path) -> dict:

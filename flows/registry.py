@@ -27,7 +27,8 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.pretrain import EXPERIMENT
+from flows.pretrain import EXPERIMENT, run_key
+from tasks.run_journal import RunJournal
 from tasks.workspace import Workspace
 
 DEFAULT_NAME = "mmfm-multimodal"
@@ -258,30 +259,38 @@ def register_flow(workspace: Path, name: str = DEFAULT_NAME, alias: str = "chall
         evaluation = _stage_artifacts(ws, staging, name)
         content = tree_sha256(staging)
         existing, pending = _registered_with(client, name, content)
+        journal = RunJournal(ws, "register", "register", run_key("register", {"name": name}, content))
         if existing is not None:  # a rerun registers nothing twice
+            journal.recover(reuse=False)
             return {"name": name, "version": existing, "alias": alias, "model_uri": f"models:/{name}/{existing}",
                     "dataset_version": facts["dataset_version"], "already_registered": True,
                     "artifacts": None, "phi_findings": None, "mlflow_run_id": None, "lineage_event": None}
         findings = scan_artifacts(staging)
         _, tokenizer, bmeta = load_backbone(ws.models / "backbone")
+        tags = {**tracking.run_tags(ws.root, "register", facts),
+                f"{T}evaluation_run_id": str(evaluation.get("mlflow_run_id"))}
         if pending is not None:  # an earlier run died after creating the version: complete that one
+            journal.recover(reuse=False)
             mv, run_id = pending, pending.run_id
         else:
-            example = input_example(load_split(ws.curated, "test", tokenizer))
-            output = score(load_bundle(staging / "bundle"), example)
-            tags = {**tracking.run_tags(ws.root, "register", facts),
-                    f"{T}evaluation_run_id": str(evaluation.get("mlflow_run_id"))}
-            with mlflow.start_run(experiment_id=tracking.experiment_id(ws.root, EXPERIMENT), run_name="register",
-                                  tags=tags) as run:
-                info = mlflow.pyfunc.log_model(
-                    name="model", python_model=MultimodalPyfunc(),
-                    artifacts={name: str(staging / name) for name in ("bundle", "evaluation", "card", "governance")
-                               if (staging / name).exists()},
-                    signature=infer_signature(example, output), input_example=example, pip_requirements=PIP)
-                mlflow.log_artifact(str(staging / "card" / "model_card.html"), artifact_path="card")
-            mv = mlflow.register_model(info.model_uri, name, tags={
+            if done := journal.recover():  # the model was logged by a run killed before registering it
+                model_uri, run_id = done["result"]["model_uri"], done["run_id"]
+            else:
+                example = input_example(load_split(ws.curated, "test", tokenizer))
+                output = score(load_bundle(staging / "bundle"), example)
+                with mlflow.start_run(experiment_id=tracking.experiment_id(ws.root, EXPERIMENT),
+                                      run_name="register", tags=tags) as run:
+                    journal.start(run.info.run_id)
+                    info = mlflow.pyfunc.log_model(
+                        name="model", python_model=MultimodalPyfunc(),
+                        artifacts={name: str(staging / name) for name in ("bundle", "evaluation", "card",
+                                                                          "governance") if (staging / name).exists()},
+                        signature=infer_signature(example, output), input_example=example, pip_requirements=PIP)
+                    mlflow.log_artifact(str(staging / "card" / "model_card.html"), artifact_path="card")
+                    journal.finish({"model_uri": info.model_uri})
+                model_uri, run_id = info.model_uri, run.info.run_id
+            mv = mlflow.register_model(model_uri, name, tags={
                 **tags, REGISTRATION: "incomplete", f"{T}content_sha256": content})
-            run_id = run.info.run_id
         hashes = hash_tree(Path(mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(Path(tmp) / "registered"))))
     diag = evaluation["tasks"]["diagnosis"]
@@ -308,6 +317,7 @@ def register_flow(workspace: Path, name: str = DEFAULT_NAME, alias: str = "chall
     client.set_model_version_tag(name, mv.version, f"{T}lineage_event", event.event_id)
     client.set_registered_model_alias(name, alias, mv.version)
     client.set_model_version_tag(name, mv.version, REGISTRATION, "complete")  # last: the version is whole
+    journal.clear()
     get_run_logger().info("registered %s version %s as %s", name, mv.version, alias)
     return {"name": name, "version": str(mv.version), "alias": alias, "model_uri": f"models:/{name}/{mv.version}",
             "already_registered": False, "completed_earlier_attempt": pending is not None,
@@ -362,6 +372,26 @@ def _pending_promotion(client, name: str, version: str, alias: str, approver: st
     if not pending or pending["version"] != str(version):
         return None
     return pending if (pending["verdict"]["approver"], pending["verdict"]["reason"]) == (approver, reason) else None
+
+
+def settle_promotion(client, name: str, alias: str) -> bool:
+    """Remove the pending-decision marker a kill left after its approved promotion was fully written (the alias on
+    the marker's version, which ends the alias history; the ledger event comes before both); -> whether it did."""
+    import mlflow
+
+    tag = client.get_registered_model(name).tags.get(f"{PROMOTING}{alias}")
+    if not tag:
+        return False
+    pending = json.loads(tag)
+    try:
+        current = str(client.get_model_version_by_alias(name, alias).version)
+    except mlflow.exceptions.MlflowException:
+        return False
+    if pending["verdict"]["decision"] != "approved" or current != pending["version"] \
+            or _history(client, name, alias)[-1:] != [current]:
+        return False
+    client.delete_registered_model_tag(name, f"{PROMOTING}{alias}")
+    return True
 
 
 def _decide(ws: Workspace, client, name: str, version: str, alias: str, approver: str, reason: str) -> dict:

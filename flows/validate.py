@@ -94,7 +94,8 @@ def validate(workspace: Path) -> dict:
 
     ws = Workspace(Path(workspace).resolve())
     run_id = str(flow_run.id or "local")
-    fractions = ws.params().get("validate", {}).get("splits", {"train": 0.7, "val": 0.15, "test": 0.15})
+    p = ws.section("validate")
+    fractions = p["splits"]
     staged_sha = artifact_entry(ws.staged, ws.root)["sha256"]  # before reading: what this validation describes
     tables = _staged_tables(ws, fractions)
     report = validate_tables(tables, context_dir=ws.reports / "gx")
@@ -115,10 +116,11 @@ def validate(workspace: Path) -> dict:
     if report.blocked:
         raise ValidationBlocked("; ".join(report.messages))
     summary["curated"] = _publish(ws, report.clean)
-    _record(ws)
     outputs = [ws.curated, ws.reports / REPORT, *([qpath] if qpath else [])]
-    event = record(ws, "validate", run_id, inputs=[ws.staged], outputs=outputs, params={"splits": fractions},
+    event = record(ws, "validate", run_id, inputs=[ws.staged], outputs=outputs, params=p,
                    facts={"quarantined": quarantine.count(), "contract_versions": summary["contract_versions"]})
+    _record(ws)  # after the event: a kill in between leaves DVC finding the stage out of date, never recorded
+    # in dvc.lock without its ledger event (flows/pipeline.py finished_unrecorded() then only commits it)
     summary["lineage_event"] = event.event_id
     get_run_logger().info("validated %d tables; %d rows quarantined", len(report.tables), quarantine.count())
     return summary

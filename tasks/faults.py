@@ -11,6 +11,11 @@ Points (each named where it is called):
     version.after_commit   flows/version.py: the dataset version's git commit made, its ledger event not yet
     promote.after_verdict  flows/registry.py promote_flow(): the decision written (pending marker + version tag),
                            the ledger event, alias history and alias not yet
+    finetune.in_run        flows/finetune.py: a task's MLflow run opened and journaled, nothing logged to it yet
+    pretrain.after_run     flows/pretrain.py, flows/evaluate.py: the stage's MLflow run ended (its outputs
+    evaluate.after_run     published, tasks/run_journal.py says finished), the ledger event not yet
+    pipeline.before_dvc_commit  flows/pipeline.py run_stage(): the stage finished (ledger event written), its
+                           `dvc commit` not yet
 
 `<point>@<n>` kills at the n-th time this process reaches the point (e.g. `ingest.after_parts@2`: the first
 extract published completely, the second in flight). Unset (always, outside tests) it does nothing.
@@ -28,7 +33,8 @@ from collections import Counter
 
 ENV = "MMFM_FAULT_KILL_AT"
 POINTS = ("ingest.after_parts", "ingest.after_ledger", "lineage.mid_append", "validate.after_quarantine",
-          "version.after_commit", "promote.after_verdict")
+          "version.after_commit", "promote.after_verdict", "finetune.in_run", "pretrain.after_run",
+          "evaluate.after_run", "pipeline.before_dvc_commit")
 _reached: Counter[str] = Counter()
 
 

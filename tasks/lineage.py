@@ -611,3 +611,15 @@ def record(ws, stage: str, run_id: str, *, inputs: Iterable[Path] = (), outputs:
 
     return Ledger.of_workspace(ws.root).append(stage, run_id, inputs=entries(inputs), outputs=entries(outputs),
                                                params=dict(params or {}), facts=dict(facts or {}), once=True)
+
+
+def describes(event: Event, root: Path, *, inputs: Iterable[str], outputs: Iterable[str]) -> bool:
+    """Does `event` name each of these workspace-relative inputs and outputs with the content it has now?"""
+    named = {"inputs": {e["uri"]: e["sha256"] for e in event.inputs},
+             "outputs": {e["uri"]: e["sha256"] for e in event.outputs}}
+    for side, uris in (("inputs", inputs), ("outputs", outputs)):
+        for uri in uris:
+            path = Path(root) / uri
+            if uri not in named[side] or not path.exists() or artifact_sha256(path) != named[side][uri]:
+                return False
+    return True

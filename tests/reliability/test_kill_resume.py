@@ -7,8 +7,11 @@ Cost: one chain on one workspace, one demo run per kill. Run 1 kills itself in i
 extract (site-b's FHIR export, which has quarantined lines) with its staged parts, quarantine file and de-id report
 written and its ledger event and ingest-state record not yet (tasks/faults.py: no file appears in between for a test
 to watch for); the runs after it are each SIGKILLed by this test the moment a real side effect shows the next stage
-in flight, except promote's, which kills itself between its decision and its ledger event (`promote.after_verdict`);
-the last run completes. The uninterrupted reference is conftest.py's `clean_demo`.
+in flight, except finetune's, evaluate's and promote's, which kill themselves where no file shows the moment:
+finetune inside its second task's MLflow run, the first task finished (`finetune.in_run@2`), evaluate after its MLflow
+run ended and its report was published, before its ledger event (`evaluate.after_run`), promote between its decision
+and its ledger event (`promote.after_verdict`); the last run completes. The uninterrupted reference is
+conftest.py's `clean_demo`.
 """
 
 from __future__ import annotations
@@ -53,19 +56,6 @@ def _in_register(ws: Path) -> dict | None:  # the version row exists, its tags a
     return {"versions": rows} if rows else None
 
 
-def _in_finetune(ws: Path) -> dict | None:  # the 2nd task's adapter written in its open MLflow run; the 1st done
-    incoming = ws / "models" / ".finetuned-incoming"
-    if not (incoming / "risk" / "meta.json").exists():
-        return None
-    return {"diagnosis_run": json.loads((incoming / "diagnosis" / "meta.json").read_text())["mlflow_run_id"]}
-
-
-def _in_evaluate(ws: Path) -> dict | None:  # a plot written; the report (evaluation.json) and MLflow run not yet
-    incoming = ws / "models" / ".evaluation-incoming"
-    plots = sorted(p.name for p in (incoming / "plots").glob("*.png")) if incoming.exists() else []
-    return {"plots": plots} if plots and not (incoming / "evaluation.json").exists() else None
-
-
 def _in_monitor(ws: Path) -> dict | None:  # the area ingested and validated, drift under way; no MLflow run yet
     areas = sorted((ws / "data" / "monitoring").glob("*")) if (ws / "data" / "monitoring").exists() else []
     return {"area": areas[0].name, "files": sorted(p.name for p in areas[0].iterdir())} if areas else None
@@ -73,8 +63,8 @@ def _in_monitor(ws: Path) -> dict | None:  # the area ingested and validated, dr
 
 # (stage, watched side effect, or the fault point where the run kills itself when nothing can be watched)
 KILLS = [("validate", _in_validate, None), ("version", _in_version, None), ("pretrain", _in_pretrain, None),
-         ("finetune", _in_finetune, None), ("evaluate", _in_evaluate, None), ("register", _in_register, None),
-         ("promote", None, "promote.after_verdict"), ("monitor", _in_monitor, None)]
+         ("finetune", None, "finetune.in_run@2"), ("evaluate", None, "evaluate.after_run"),
+         ("register", _in_register, None), ("promote", None, "promote.after_verdict"), ("monitor", _in_monitor, None)]
 KILLED = ["ingest", *(stage for stage, _, _ in KILLS)]
 
 
@@ -215,14 +205,38 @@ def test_a_rerun_skips_the_stages_finished_before_the_kill(chain, stage, before)
 
 @slow
 def test_finetune_kept_the_task_finished_before_the_kill(chain):
-    """Killed while the second task (risk) was being logged: the rerun reused the first task's adapter and MLflow
-    run instead of training it again (the finished-run count per name is checked against the uninterrupted run in
+    """Killed inside the second task's (risk) MLflow run: the rerun reused the first task's adapter and MLflow run
+    instead of training it again (the finished-run count per name is checked against the uninterrupted run in
     test_mlflow_...), and kept nothing once the stage was recorded."""
-    ws, runs, _ = chain
+    ws = chain[0]
     meta = json.loads((ws / "models" / "finetuned" / "diagnosis" / "meta.json").read_text())
-    assert meta["mlflow_run_id"] == runs["finetune"].facts["diagnosis_run"]
-    assert "fine-tuned diagnosis: kept from an interrupted run" in _next(chain, "finetune").stderr
-    assert not list((ws / ".mmfm" / "checkpoints").glob("finetune-*/finished"))
+    rerun = _next(chain, "finetune").stderr
+    assert f"fine-tuned diagnosis: kept from an interrupted run (MLflow run {meta['mlflow_run_id']})" in rerun
+    assert "fine-tuned risk: kept" not in rerun
+    assert not (ws / ".mmfm" / "runs").exists() or not list((ws / ".mmfm" / "runs").iterdir())  # journals cleared
+
+
+@slow
+def test_evaluate_killed_after_its_run_records_that_run(chain):
+    """`evaluate.after_run`: report published and MLflow run ended, ledger event not. The rerun recorded that run
+    (tasks/run_journal.py) and measured nothing again; one finished `evaluate` run is checked by test_mlflow_..."""
+    ws = chain[0]
+    assert "evaluated: kept from an interrupted run" in _next(chain, "evaluate").stderr
+    events = [e for e in ledger_events(ws) if e.stage == "evaluate"]
+    report = json.loads((ws / "models" / "evaluation" / "evaluation.json").read_text())
+    assert len(events) == 1 and events[0].facts["mlflow_run_id"] == report["mlflow_run_id"]
+
+
+@slow
+def test_runs_a_kill_left_open_are_closed_as_killed(chain):
+    """The finetune kill came inside the second task's MLflow run: the rerun marked that run KILLED (tagged
+    mmfm.interrupted) instead of leaving it RUNNING forever; no run of the workspace is left RUNNING (register's and
+    monitor's kills came outside their runs)."""
+    ws = chain[0]
+    assert mlflow_rows(ws, "SELECT name FROM runs WHERE status = 'RUNNING'") == []
+    killed = mlflow_rows(ws, "SELECT r.name FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                             "WHERE r.status = 'KILLED' AND t.key = 'mmfm.interrupted' AND t.value = 'true'")
+    assert ("finetune-risk",) in killed, killed
 
 
 def _registry_rows(ws: Path) -> dict:
@@ -284,10 +298,10 @@ def test_monitor_resumed_gives_one_report_equal_to_the_uninterrupted_run(chain, 
 @slow
 def test_pretrain_resumed_from_its_checkpoint(chain):
     """Checkpoints written before the kill were not written again (training went on from the last one, it did not
-    restart), and the backbone carries the tokenizer those checkpointed steps were trained with. The second matters
-    because WordPiece training (HF tokenizers 0.22) is not deterministic: the same corpus gives another vocabulary
-    each time, so a resumed run that trains a new tokenizer feeds the restored weights other token ids. The contract
-    checked: the checkpoint folder keeps its tokenizer (`<checkpoint dir>/tokenizer/`) and a resumed run uses it."""
+    restart), and the backbone carries the tokenizer those checkpointed steps were trained with: the checkpoint
+    folder keeps its tokenizer (`<checkpoint dir>/tokenizer/`) and a resumed run uses it, so the restored weights
+    read the token ids they were trained with even if a tokenizers upgrade came between kill and resume (training
+    itself is deterministic: tests/models/test_text.py)."""
     ws, runs, _ = chain
     killed = runs["pretrain"].facts["checkpoints"]
     for path, inode in killed.items():
