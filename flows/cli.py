@@ -239,8 +239,8 @@ def _render_demo(r: dict) -> None:
         mon = gov.get("monitoring")
         if mon:
             sites = ", ".join(mon["flagged_sites"]) or "no site"
-            con.print(f"monitoring the shifted extract: {mon['status']} at {sites}; retraining trigger: "
-                      f"{mon['retrain'] or 'not needed'}")
+            con.print(f"monitoring the shifted extract with {mon['model']}: {mon['status']} at {sites}; retraining "
+                      f"trigger: {mon['retrain'] or 'not needed'}")
             if mon.get("findings"):
                 con.print(f"  what moved: {mon['findings']}")
         audit = gov["audit"]

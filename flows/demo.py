@@ -141,14 +141,18 @@ def _govern(ws, cfg: SynthConfig, patients: int, say: Callable[[str], None], ste
         size = ws.params().get("synth", {}).get("shifted_patients") or max(90, patients // 2)
         generate(shifted, SynthConfig(patients=size, sites=cfg.sites, seed=cfg.seed + 1,
                                       missing_rate=cfg.missing_rate, shift=SHIFTED_SITE))
-    if out["promotion"]["decision"] in ("approved", "already champion"):
-        mon = monitor_flow(workspace=ws.root, source=shifted, model=f"{reg['name']}@champion")
-        out["monitoring"] = {"extract": str(shifted), "status": mon["status"], "flagged_sites": mon["flagged_sites"],
-                             "findings": mon["findings"], "retrain": (mon.get("retrain") or {}).get("status"),
-                             "report": mon["report"]}
-        say(f"monitoring {shifted.name}: {mon['status']}" + (f" ({mon['findings']})" if mon["findings"] else ""))
+    # the champion is monitored; when the gate refused the version, the version itself is (shadow monitoring: the
+    # drift of the data it would serve is worth knowing before anyone overrides the gate)
+    promoted = out["promotion"]["decision"] in ("approved", "already champion")
+    watched = f"{reg['name']}@champion" if promoted else model
+    mon = monitor_flow(workspace=ws.root, source=shifted, model=watched)
+    out["monitoring"] = {"model": watched, "extract": str(shifted), "status": mon["status"],
+                         "flagged_sites": mon["flagged_sites"], "findings": mon["findings"],
+                         "retrain": (mon.get("retrain") or {}).get("status"), "report": mon["report"]}
+    say(f"monitoring {shifted.name} with {watched}: {mon['status']}"
+        + (f" ({mon['findings']})" if mon["findings"] else ""))
     step("audit")
-    audited = f"{reg['name']}@champion" if "monitoring" in out else model
+    audited = watched
     audit = write_audit(ws.root, audited, ws.root / "data" / "audit")
     out["audit"] = {"html": str(audit["html"]), "complete": audit["complete"], "gaps": audit["gaps"]}
     out["model_card"] = f"MLflow: models:/{model} artifacts card/model_card.html"

@@ -105,8 +105,16 @@ def test_lineage_and_audit_verify_on_the_demo_workspace(tmp_path, prefect_api, m
 
     monkeypatch.setenv("MMFM_PSEUDONYM_KEY", "lineage-test-key-" + "3" * 40)  # fixed: the same splits every run
     ws = quick_workspace(tmp_path / "demo")
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["promote"]["required_split"] = "external"  # the gate refuses: evaluated on the test split only
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     demo = runner.invoke(app, ["demo", "--patients", "12", "--workspace", str(ws), "--json"])
     assert demo.exit_code == 0
+    gov = _last_json(demo.stdout)["governance"]
+    assert gov["promotion"]["decision"] == "refused" and "external" in gov["promotion"]["reasons"]
+    # a refused version is still monitored (shadow monitoring) and audited: the demo runs every stage either way
+    assert gov["monitoring"]["model"] == "mmfm-multimodal/1" and gov["monitoring"]["status"] in ("ok", "drift")
+    assert _last_json(demo.stdout)["stages"][-3:] == ["register", "promote (refused by the gate)", "monitor"]
     graph = _last_json(runner.invoke(app, ["lineage", "data/curated", "-w", str(ws), "--json"]).stdout)
     stages = {n.get("stage") for n in graph["nodes"] if n.get("stage")}
     assert {"ingest", "validate"} <= stages
