@@ -23,7 +23,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from tasks.run_journal import RunJournal
-from tasks.workspace import Workspace
+from tasks.workspace import Workspace, lock_hash
 
 EXPERIMENT = "mmfm-monitoring"
 RETRAIN_DEPLOYMENT = "pipeline/retrain"
@@ -64,7 +64,7 @@ def monitor_flow(workspace: Path, source: Path, model: str = "mmfm-multimodal@ch
     from flows.pretrain import run_key
     from flows.registry import _parse
     from tasks import tracking
-    from tasks.lineage import artifact_sha256, record
+    from tasks.lineage import record
 
     ws = Workspace(Path(workspace).resolve())
     p = ws.section("monitor")
@@ -75,9 +75,9 @@ def monitor_flow(workspace: Path, source: Path, model: str = "mmfm-multimodal@ch
     area = prepared["area"]
     out = ws.root / "data" / "monitoring" / area.root.name
     out.mkdir(parents=True, exist_ok=True)
+    data = f"{lock_hash(area.root, 'validate', 'data/curated')}+{lock_hash(ws.root, 'validate', 'data/curated')}"
     journal = RunJournal(ws, f"monitor-{area.root.name}", "monitor",
-                         run_key("monitor", {"model": f"{name}/{version}", **p},
-                                 artifact_sha256(area.curated) + artifact_sha256(ws.curated)))
+                         run_key("monitor", {"model": f"{name}/{version}", **p}, data))
     if done := journal.recover():  # reported and logged by a run killed before its ledger event
         report, run_id = json.loads((out / "drift.json").read_text()), done["result"]["mlflow_run_id"]
         log.info("monitoring %s: kept from an interrupted run (MLflow run %s)", Path(source).name, run_id)
