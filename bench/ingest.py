@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pydicom
 
-from tasks.accounting import BatchResult
 from tasks.deid import Pseudonymizer
-from tasks.ehr import ingest_fhir
-from tasks.imaging import ImagingConfig, batch_series, ingest_series_batch, scan_headers
-from tasks.landing import land
+from tasks.ingest.accounting import BatchResult
+from tasks.ingest.dicom import ImagingConfig, batch_series, ingest_series_batch, scan_headers
+from tasks.ingest.fhir import ingest_fhir
+from tasks.ingest.landing import land
 from tasks.synth.generate import SynthConfig, generate
 
 KEYS = Pseudonymizer(b"bench-key-" + b"0" * 32)

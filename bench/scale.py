@@ -46,8 +46,8 @@ def run_once(runner: str, workers: int, dicom: Path, root: Path, max_items: int)
 
 def header_scan_seconds(dicom: Path, scratch: Path) -> float:
     """The flow's serial part: it scans every DICOM header in its own process before mapping the batches."""
-    from tasks.imaging import scan_headers
-    from tasks.landing import land
+    from tasks.ingest.dicom import scan_headers
+    from tasks.ingest.landing import land
 
     extract = land(dicom, scratch, "dicom", "site-a")
     t0 = time.perf_counter()
@@ -60,7 +60,7 @@ def run_bench(root: Path, patients: int, seed: int, max_items: int, runners: tup
     import monai.transforms  # noqa: F401 - this process's imports (~8 s) kept out of the timings; workers pay theirs
 
     import flows.ingest  # noqa: F401
-    import tasks.imaging  # noqa: F401
+    import tasks.ingest.dicom  # noqa: F401
     from tasks.synth.generate import SynthConfig, generate
 
     generate(root / "cohort", SynthConfig(patients=patients, sites=1, seed=seed, corrupt_rate=0.02))

@@ -23,8 +23,8 @@ import polars as pl
 
 from data_contracts import lab_catalog
 from data_contracts.contract import load_contracts
-from tasks.contracts import check_table, table_order, validate_tables
-from tasks.contracts_gx import GxRun, Scope
+from tasks.validation.contracts import check_table, table_order, validate_tables
+from tasks.validation.gx_suites import GxRun, Scope
 
 SEXES = ["female", "male", "other", "unknown"]
 SITE = r"^[a-z0-9][a-z0-9_-]*$"

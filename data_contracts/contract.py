@@ -4,7 +4,8 @@
     for e in contract.expectations:              # in file order: the order decides which rule a row is quarantined
         e.id, e.type, e.policy, e.args           # under when it breaks several
 
-This module only reads and checks the declarations; tasks/contracts.py compiles them to polars expressions and to
+This module only reads and checks the declarations; tasks/validation/contracts.py compiles them to polars
+expressions and to
 Great Expectations suites. References to catalogues (`values_from`, `ranges_from`, `spec_from`) are resolved here,
 at load time, so a compiled rule holds plain values and the compiler never reads a catalogue itself.
 """

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from tasks.ingest_state import ensure_demo_key
+from tasks.ingest.state import ensure_demo_key
 from tasks.synth.generate import SynthConfig, generate
 from tasks.synth.truth import bayes_report, load_truth
 from tasks.workspace import init_workspace
@@ -57,7 +57,7 @@ def _unpublished(root: Path, stages: tuple[str, ...]) -> bool:
     leaves them recorded but not published, and the rerun finds nothing to run: it must still publish)"""
     import yaml
 
-    from tasks.workspace import git
+    from tasks.vcs import git
 
     def entries(text: str | None) -> dict:
         stages_now = (yaml.safe_load(text) or {}).get("stages", {}) if text else {}

@@ -18,9 +18,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows.pretrain import EXPERIMENT, replace_dir, run_key, train_config
-from tasks.curated_check import check_curated
 from tasks.faults import kill_point
 from tasks.run_journal import RunJournal
+from tasks.validation.curated_check import check_curated
 from tasks.workspace import Workspace
 from tasks.workspace_lock import holds_workspace_lock
 

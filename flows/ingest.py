@@ -26,14 +26,14 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from tasks.accounting import BatchResult
 from tasks.deid import Pseudonymizer, key_from_settings
 from tasks.faults import kill_point
-from tasks.ingest_state import IngestState
-from tasks.landing import Extract, land
+from tasks.ingest.accounting import BatchResult
+from tasks.ingest.landing import Extract, land
+from tasks.ingest.quarantine import Quarantine
+from tasks.ingest.staged import build_cohort, write_part
+from tasks.ingest.state import IngestState
 from tasks.lineage import record
-from tasks.quarantine import Quarantine
-from tasks.staged import build_cohort, write_part
 from tasks.workspace import Workspace
 from tasks.workspace_lock import holds_workspace_lock
 
@@ -84,7 +84,7 @@ def _task_runner(runner: str, workers: int = 2):
 
 
 def _imaging_config(ws: Workspace):
-    from tasks.imaging import ImagingConfig
+    from tasks.ingest.dicom import ImagingConfig
 
     p = ws.params().get("ingest", {}).get("imaging", {})
     return ImagingConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()})
@@ -180,20 +180,20 @@ def _nothing_new(extract: Extract, skipped: int, source: str) -> dict:
 
 @task(name="scan-dicom-headers", cache_policy=NO_CACHE)
 def scan_dicom(extract: Extract, landing: Path, site: str):
-    from tasks.imaging import scan_headers
+    from tasks.ingest.dicom import scan_headers
 
     return scan_headers(extract, landing, site)
 
 
 @task(name="ingest-series-batch", cache_policy=NO_CACHE)
 def ingest_series(batch, landing: Path, staged: Path, site: str, cfg) -> BatchResult:
-    from tasks.imaging import ingest_series_batch
+    from tasks.ingest.dicom import ingest_series_batch
 
     return ingest_series_batch(batch, landing, staged, _keys(), site, cfg)
 
 
 def _ingest_dicom_extract(ws: Workspace, extract: Extract, source: str, cfg, max_items: int) -> dict:
-    from tasks.imaging import batch_series
+    from tasks.ingest.dicom import batch_series
 
     part, skipped = new_part(extract, IngestState(ws.state))
     if not part.files:
@@ -230,7 +230,7 @@ def ingest_dicom(source: Path, workspace: Path, site: str, max_items: int = 64) 
 # ---- PACS (DICOMweb) -----------------------------------------------------------------------------------------------
 
 def _transient(task, task_run, state) -> bool:
-    from tasks.pacs import is_retryable
+    from tasks.ingest.pacs import is_retryable
 
     try:
         state.result()
@@ -253,14 +253,14 @@ def pacs_retries(ws: Workspace) -> dict:
 
 @task(name="find-pacs-studies", retry_condition_fn=_transient, cache_policy=NO_CACHE, **IO_RETRIES)
 def find_pacs_studies(url: str, auth):
-    from tasks.pacs import find_studies
+    from tasks.ingest.pacs import find_studies
 
     return find_studies(url, auth=auth)
 
 
 @task(name="retrieve-pacs-study", retry_condition_fn=_transient, cache_policy=NO_CACHE, **IO_RETRIES)
 def retrieve_pacs_study(url: str, study_uid: str, dest: Path, auth) -> list[Path]:
-    from tasks.pacs import retrieve_study
+    from tasks.ingest.pacs import retrieve_study
 
     return retrieve_study(url, study_uid, dest, auth=auth)
 
@@ -276,7 +276,7 @@ def _fetch_all(url: str, todo: list, scratch: Path, auth, retry: dict) -> None:
     Each batch is waited for in full, so no retrieval is still writing into `scratch` when the caller removes it."""
     from prefect.futures import wait
 
-    from tasks.pacs import PacsError, display_url
+    from tasks.ingest.pacs import PacsError, display_url
 
     retrieve = retrieve_pacs_study.with_options(**retry)
     for start in range(0, len(todo), PACS_BATCH):
@@ -292,7 +292,7 @@ def _fetch_all(url: str, todo: list, scratch: Path, auth, retry: dict) -> None:
 
 
 def _retried(exc: BaseException, retry: dict) -> str:
-    from tasks.pacs import is_retryable
+    from tasks.ingest.pacs import is_retryable
 
     return f", {retry['retries']} retries after {retry['retry_delay_seconds']} s" if is_retryable(exc) else ""
 
@@ -307,7 +307,7 @@ def ingest_pacs(url: str, workspace: Path, site: str, auth: tuple[str, str] | No
     arrived. A PACS that goes away mid-run fails the run (after the bounded task retries) with one line naming the
     PACS, and leaves no landed file, staged part, quarantine record or ledger event; a rerun fetches the same
     studies again and ingests each once."""
-    from tasks.pacs import PacsError, display_url
+    from tasks.ingest.pacs import PacsError, display_url
 
     keys = _keys()
     ws = Workspace(Path(workspace))
@@ -336,7 +336,7 @@ def ingest_pacs(url: str, workspace: Path, site: str, auth: tuple[str, str] | No
 
 @task(name="ingest-fhir-export", cache_policy=NO_CACHE)
 def ingest_fhir_export(extract: Extract, landing: Path, site: str) -> BatchResult:
-    from tasks.ehr import ingest_fhir
+    from tasks.ingest.fhir import ingest_fhir
 
     return ingest_fhir(extract, landing, _keys(), site)
 
@@ -358,7 +358,7 @@ def ingest_fhir_flow(source: Path, workspace: Path, site: str) -> dict:
 
 @task(name="ingest-omics-matrix", cache_policy=NO_CACHE)
 def ingest_omics_matrix(extract: Extract, landing: Path, site: str, known_patients: set[str], sheet) -> BatchResult:
-    from tasks.omics import ingest_omics
+    from tasks.ingest.omics import ingest_omics
 
     return ingest_omics(extract, landing, _keys(), site, known_patients, sample_sheet=sheet)
 
@@ -368,8 +368,8 @@ def ingest_omics_matrix(extract: Extract, landing: Path, site: str, known_patien
 def ingest_omics_flow(source: Path, workspace: Path, site: str, sample_sheet: Path | None = None) -> dict:
     """Land an omics extract (matrix + sample sheet) and ingest its new samples; sample MRNs must belong to
     patients already staged from the same site's EHR extract."""
-    from tasks.omics import find_sample_sheet
-    from tasks.staged import read_table
+    from tasks.ingest.omics import find_sample_sheet
+    from tasks.ingest.staged import read_table
 
     _keys()
     ws = Workspace(Path(workspace))

@@ -8,16 +8,13 @@ extract reruns only what depends on it. A stage whose last ledger event already 
 between that event and `dvc commit`) is only committed, not run again. `dvc repro` in a workspace runs the same
 stages (`python -m flows.<stage>`).
 A run holds the workspace lock (tasks.workspace_lock) throughout, and checks data/curated against validate's record
-before the first model stage (tasks.curated_check), so no stage trains on data changed after validation.
+before the first model stage (tasks.validation.curated_check), so no stage trains on data changed after validation.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +22,10 @@ from pathlib import Path
 import yaml
 from prefect import flow, get_run_logger
 
-from tasks.curated_check import check_curated
 from tasks.faults import kill_point
 from tasks.lineage import Event
+from tasks.validation.curated_check import check_curated
+from tasks.vcs import dvc_run
 from tasks.workspace_lock import holds_workspace_lock
 
 
@@ -70,19 +68,9 @@ def render_dvc_yaml() -> str:
     return header + yaml.safe_dump({"stages": {s.name: s.dvc_entry() for s in STAGES}}, sort_keys=False)
 
 
-def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the dvc CLI of this environment in `root` (a subprocess: DVC's in-process logging is not reentrant)."""
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True, env=env)
-    if check and done.returncode != 0:
-        raise RuntimeError(f"dvc {' '.join(args)} failed: {done.stderr.strip().splitlines()[-1:]}")
-    return done
-
-
 def stage_is_current(root: Path, name: str) -> bool:
     """DVC's answer: are the stage's recorded deps, params and outs unchanged? (never run -> False)"""
-    status = json.loads(dvc(root, "status", name, "--json").stdout or "{}")
+    status = json.loads(dvc_run(root, "status", name, "--json").stdout or "{}")
     return not status
 
 
@@ -91,7 +79,7 @@ def run_stage(root: Path, name: str) -> dict:
     module = importlib.import_module(f"flows.{name}")
     summary = module.run(root)
     kill_point("pipeline.before_dvc_commit")
-    dvc(root, "commit", "--force", name)
+    dvc_run(root, "commit", "--force", name)
     return summary
 
 
@@ -99,7 +87,7 @@ def commit_if_finished(root: Path, name: str) -> Event | None:
     """`dvc commit` a stage DVC finds out of date whose last run finished (finished_unrecorded); -> that event."""
     event = finished_unrecorded(root, next(s for s in STAGES if s.name == name))
     if event is not None:
-        dvc(root, "commit", "--force", name)
+        dvc_run(root, "commit", "--force", name)
     return event
 
 

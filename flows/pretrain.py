@@ -20,9 +20,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from tasks.curated_check import check_curated
 from tasks.faults import kill_point
 from tasks.run_journal import RunJournal
+from tasks.validation.curated_check import check_curated
 from tasks.workspace import Workspace
 from tasks.workspace_lock import holds_workspace_lock
 
@@ -78,10 +78,10 @@ def train_backbone(ws: Workspace, p: dict, key: str, resume: bool) -> dict:
     """-> {model, tokenizer, losses, val_losses, best_step, params}; under torchrun when p['nproc'] > 1."""
     import torch
 
-    from tasks.contracts import check_model_inputs
     from tasks.training.data import load_split
     from tasks.training.dataset import DatasetConfig, model_inputs
     from tasks.training.fit import corpus_tokenizer, new_model, pretrain
+    from tasks.validation.contracts import check_model_inputs
 
     cfg = train_config(p, "pretrain")
     config = DatasetConfig()

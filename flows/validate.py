@@ -6,7 +6,8 @@ that break a `quarantine` rule into the quarantine records (with rule and contra
 to data/curated/ (tables + the image shards their rows point to). A `fail` rule blocks: nothing is published, the
 report says table, rule and count, and the command exits 1.
 What it publishes is recorded at once in dvc.lock (`dvc commit validate`), also when run alone (`mmfm validate`), so
-the model stages can refuse a curated file changed afterwards (tasks.curated_check). It holds the workspace lock.
+the model stages can refuse a curated file changed afterwards (tasks.validation.curated_check). It holds the
+workspace lock.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import polars as pl
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from tasks.quarantine import Quarantine
-from tasks.splits import assign_splits
-from tasks.staged import read_table
+from tasks.ingest.quarantine import Quarantine
+from tasks.ingest.staged import read_table
+from tasks.validation.splits import assign_splits
 from tasks.workspace import Workspace
 from tasks.workspace_lock import holds_workspace_lock
 
@@ -80,17 +81,17 @@ def _publish(ws: Workspace, clean: dict[str, pl.DataFrame]) -> dict[str, int]:
 def _record(ws: Workspace) -> None:
     """Have DVC record the published snapshot's hashes (dvc.lock) and files (cache): what the model stages check."""
     if (ws.root / "dvc.yaml").exists() and (ws.root / ".dvc").is_dir():
-        from flows.pipeline import dvc
+        from tasks.vcs import dvc_run
 
-        dvc(ws.root, "commit", "--force", "validate")
+        dvc_run(ws.root, "commit", "--force", "validate")
 
 
 @flow(name="validate")
 @holds_workspace_lock("mmfm validate")
 def validate(workspace: Path) -> dict:
-    from tasks.contracts import validate_tables
     from tasks.faults import kill_point
     from tasks.lineage import artifact_entry, record
+    from tasks.validation.contracts import validate_tables
 
     ws = Workspace(Path(workspace).resolve())
     run_id = str(flow_run.id or "local")

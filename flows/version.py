@@ -28,8 +28,9 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.runtime import flow_run
 
-from flows.pipeline import built_stages, dvc
-from tasks.workspace import Workspace, git, lock_hash
+from flows.pipeline import built_stages
+from tasks.vcs import dvc_run, git
+from tasks.workspace import Workspace, lock_hash
 from tasks.workspace_lock import holds_workspace_lock
 
 VALIDATION_REPORT = "data/reports/validation.json"
@@ -49,7 +50,7 @@ class NoSpaceLeft(PublishError):
 
 def _dvc(root: Path, *args: str) -> None:
     """dvc, with ENOSPC told apart: DVC reports it per file, then only "N files failed to upload" at the end."""
-    done = dvc(root, *args, check=False)
+    done = dvc_run(root, *args, check=False)
     if done.returncode == 0:
         return
     full = NO_SPACE.search(done.stderr)

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tasks.faults import kill_point
-from tasks.landing import sha256_file
+from tasks.ingest.landing import sha256_file
 from tasks.workspace import Workspace
 
 LEDGER_FILE = "lineage.db"

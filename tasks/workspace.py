@@ -5,15 +5,13 @@ One place for every path a stage reads or writes (DESIGN.md §4), so no path is 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from tasks.settings import get_settings
+from tasks.vcs import dvc, git
 
 DEFAULT_PARAMS = {
     # the demo's cohort; shifted_patients: the size of the extract the demo monitors (null: half the cohort, >= 90)
@@ -112,25 +110,6 @@ class Workspace:
         return (self.root / ".dvc").is_dir() and (self.root / ".git").exists()
 
 
-def git(root: Path, *args: str) -> str:
-    """Run git in `root`; an author is supplied where the machine has none configured (CI, fresh containers)."""
-    env = {"GIT_AUTHOR_NAME": "mmfm", "GIT_AUTHOR_EMAIL": "mmfm@localhost", "GIT_COMMITTER_NAME": "mmfm",
-           "GIT_COMMITTER_EMAIL": "mmfm@localhost"}
-    env.update({k: v for k, v in os.environ.items() if k.startswith("GIT_")})
-    done = subprocess.run(["git", *args], cwd=root, env={**os.environ, **env}, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)} failed in {root}: {done.stderr.strip()}")
-    return done.stdout
-
-
-def _dvc(root: Path, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True,
-                          env={**os.environ, "DVC_NO_ANALYTICS": "1"})
-    if done.returncode != 0:
-        raise RuntimeError(f"dvc {' '.join(args)} failed in {root}: {done.stderr.strip()}")
-    return done.stdout
-
-
 def init_workspace(root: Path, dvc_yaml: str | None = None) -> Workspace:
     """Create (or complete) a workspace: git repo, DVC repo with a local default remote, params.yaml, layout.
 
@@ -141,12 +120,12 @@ def init_workspace(root: Path, dvc_yaml: str | None = None) -> Workspace:
     if not (ws.root / ".git").exists():
         git(ws.root, "init", "-q", "-b", "main")
     if not (ws.root / ".dvc").is_dir():
-        _dvc(ws.root, "init", "--quiet")
+        dvc(ws.root, "init", "--quiet")
     # the dvc CLI resolves a relative local path from the cwd and stores it relative to .dvc/config, so the
     # workspace can move and its default remote moves with it
     remote = get_settings(ws.root).dvc_remote_url or ".mmfm/dvc-remote"
-    _dvc(ws.root, "remote", "add", "--force", "--default", "local", remote)
-    _dvc(ws.root, "config", "core.autostage", "true")
+    dvc(ws.root, "remote", "add", "--force", "--default", "local", remote)
+    dvc(ws.root, "config", "core.autostage", "true")
     for d in (ws.state, ws.extracts, ws.landing, ws.staged, ws.quarantine, ws.curated, ws.reports):
         d.mkdir(parents=True, exist_ok=True)
     if not ws.params_file.exists():

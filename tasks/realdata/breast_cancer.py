@@ -13,7 +13,8 @@ a hospital's would be:
 Known patients: `flows.ingest.ingest_omics_flow` takes its `known_patients` from the staged `patients` table of the
 same site and rejects (ref.patient) every sample whose MRN is not there; with no EHR extract staged, all 198 would
 be quarantined. Passing `known_mrns=None` to `ingest_omics` would skip that check, which the flow never does, so
-instead the export carries a minimal FHIR R4 bulk export (manifest + Patient NDJSON) that `tasks.ehr.ingest_fhir`
+instead the export carries a minimal FHIR R4 bulk export (manifest + Patient NDJSON) that
+`tasks.ingest.fhir.ingest_fhir`
 accepts, and `ingest_export` runs both in the flow's order (EHR first). The Patient holds nothing but an id and an
 MR-typed identifier: the source data has no sex, birth date or death date, and we do not invent any (age is a
 covariate in outcomes.csv, not a birth date).
@@ -34,12 +35,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from tasks.accounting import BatchResult
 from tasks.deid import Pseudonymizer
-from tasks.ehr import ingest_fhir
-from tasks.landing import land
-from tasks.omics import META_COLUMNS, ingest_omics
-from tasks.staged import read_table, write_part
+from tasks.ingest.accounting import BatchResult
+from tasks.ingest.fhir import ingest_fhir
+from tasks.ingest.landing import land
+from tasks.ingest.omics import META_COLUMNS, ingest_omics
+from tasks.ingest.staged import read_table, write_part
 from tasks.workspace import Workspace
 
 SITE = "desmedt"

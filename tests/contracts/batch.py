@@ -9,7 +9,7 @@ from datetime import date
 import polars as pl
 
 from data_contracts import lab_catalog
-from tasks.staged import schema_of
+from tasks.ingest.staged import schema_of
 
 PATIENTS = [f"P{i}" for i in range(5)]
 LAB_TIME = "2021-03-01T12:00:00Z"

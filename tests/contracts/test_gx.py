@@ -9,8 +9,8 @@ import json
 import polars as pl
 import pytest
 
-import tasks.contracts_gx as compiler
-from tasks.contracts import validate_tables
+import tasks.validation.gx_suites as compiler
+from tasks.validation.contracts import validate_tables
 from tests.contracts.batch import make_batch, set_rows
 
 SECRET_VALUE = 987654.321  # an out-of-range value: no artifact may quote it

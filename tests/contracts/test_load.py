@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 
 from data_contracts.contract import POLICIES, TYPES, ContractError, load_contracts, load_model_io, parse_contract
-from tasks.contracts import validate_tables
-from tasks.contracts_gx import Scope, compile_rule
+from tasks.validation.contracts import validate_tables
+from tasks.validation.gx_suites import Scope, compile_rule
 
 STAGED = ("patients", "encounters", "labs", "conditions", "notes", "imaging", "omics", "omics_features", "cohort")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.contracts import check_model_inputs
+from tasks.validation.contracts import check_model_inputs
 
 B = 3
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from tasks.contracts import validate_tables
+from tasks.validation.contracts import validate_tables
 from tests.contracts.batch import set_rows
 
 RANGE = "labs.value_in_physiologic_range"

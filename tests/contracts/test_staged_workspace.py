@@ -9,15 +9,15 @@ import json
 import polars as pl
 import pytest
 
-from tasks.contracts import validate_tables
 from tasks.deid import Pseudonymizer
-from tasks.ehr import ingest_fhir
-from tasks.imaging import ImagingConfig, batch_series, ingest_series_batch, scan_headers
-from tasks.landing import land
-from tasks.omics import ingest_omics
-from tasks.quarantine import Quarantine, read_quarantine
-from tasks.staged import build_cohort, read_table, write_part
+from tasks.ingest.dicom import ImagingConfig, batch_series, ingest_series_batch, scan_headers
+from tasks.ingest.fhir import ingest_fhir
+from tasks.ingest.landing import land
+from tasks.ingest.omics import ingest_omics
+from tasks.ingest.quarantine import Quarantine, read_quarantine
+from tasks.ingest.staged import build_cohort, read_table, write_part
 from tasks.synth.generate import SynthConfig, generate
+from tasks.validation.contracts import validate_tables
 
 KEYS = Pseudonymizer(b"k" * 32)
 SITES = ("site-a", "site-b")

@@ -12,9 +12,10 @@ import polars as pl
 import pytest
 import yaml
 
-from flows.pipeline import DATA_STAGES, STAGES, dvc, pipeline, render_dvc_yaml
+from flows.pipeline import DATA_STAGES, STAGES, pipeline, render_dvc_yaml
 from flows.version import PublishError, version
 from tasks.synth.generate import SynthConfig, generate
+from tasks.vcs import dvc_run
 from tasks.workspace import DEFAULT_PARAMS, init_workspace
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +54,7 @@ def test_pipeline_skips_current_stages_versions_roll_back_and_check_out(tmp_path
 
     # a failed push publishes nothing: same HEAD, same dvc.lock as before the attempt
     (tmp_path / "not-a-dir").write_text("")
-    dvc(ws.root, "remote", "modify", "local", "url", str(tmp_path / "not-a-dir" / "remote"))
+    dvc_run(ws.root, "remote", "modify", "local", "url", str(tmp_path / "not-a-dir" / "remote"))
     shutil.copytree(cohort / "site-b", ws.extracts / "hospital" / "site-b")
     partial = pipeline(workspace=ws.root, stages=list(DATA_STAGES))
     assert partial["ran"] == ["ingest", "validate"]
@@ -65,12 +66,12 @@ def test_pipeline_skips_current_stages_versions_roll_back_and_check_out(tmp_path
     assert _git(ws.root, "rev-parse", "HEAD") == v1["git_rev"]
     assert (ws.root / "dvc.lock").read_text() == lock_before
 
-    dvc(ws.root, "remote", "modify", "local", "url", str(ws.state / "dvc-remote"))
+    dvc_run(ws.root, "remote", "modify", "local", "url", str(ws.state / "dvc-remote"))
     v2 = version(workspace=ws.root)
     assert v2["curated_md5"] != v1["curated_md5"]
     assert pl.read_parquet(ws.curated / "labs.parquet").height > labs_v1.height
 
     # the older version's exact rows come back
     _git(ws.root, "checkout", v1["git_rev"], "--", "dvc.lock")
-    dvc(ws.root, "checkout", "--force", *DATA_STAGES)  # that version recorded the data stages only
+    dvc_run(ws.root, "checkout", "--force", *DATA_STAGES)  # that version recorded the data stages only
     assert pl.read_parquet(ws.curated / "labs.parquet").equals(labs_v1)

@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 
 from tasks.deid import Pseudonymizer
-from tasks.ehr import ingest_fhir
-from tasks.landing import land, sha256_file
+from tasks.ingest.fhir import ingest_fhir
+from tasks.ingest.landing import land, sha256_file
 from tasks.synth.generate import SynthConfig, generate
 
 KEYS = Pseudonymizer(b"k" * 32)

@@ -11,8 +11,8 @@ import pytest
 
 from flows.ingest import ingest_dicom, ingest_fhir_flow, ingest_omics_flow
 from tasks.deid import Pseudonymizer
-from tasks.quarantine import read_quarantine
-from tasks.staged import read_table
+from tasks.ingest.quarantine import read_quarantine
+from tasks.ingest.staged import read_table
 from tasks.synth.generate import SynthConfig, generate
 from tasks.workspace import init_workspace
 

@@ -1,4 +1,4 @@
-"""DICOM ingest (tasks/imaging.py) on a small synthetic PACS export: accounting, quarantine rules, geometry, ids,
+"""DICOM ingest (tasks/ingest/dicom.py) on a small synthetic PACS export: accounting, quarantine rules, geometry, ids,
 shifted dates, PHI canaries, byte-determinism across runs and batch sizes, zip archives read in place.
 
 Seed 15 rather than a round number: with 12 patients it is the first small cohort whose site-a export has CT series,
@@ -25,11 +25,11 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.uid import RLELossless
 
-from tasks.accounting import BatchResult
 from tasks.deid import Pseudonymizer
-from tasks.imaging import ImagingConfig, batch_series, ingest_series_batch, scan_headers
-from tasks.imaging_shards import Decoded, assemble, npz_bytes, write_shard
-from tasks.landing import land
+from tasks.ingest.accounting import BatchResult
+from tasks.ingest.dicom import ImagingConfig, batch_series, ingest_series_batch, scan_headers
+from tasks.ingest.dicom_shards import Decoded, assemble, npz_bytes, write_shard
+from tasks.ingest.landing import land
 from tasks.synth.generate import SynthConfig, generate
 
 SITE = "site-a"

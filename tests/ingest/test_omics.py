@@ -12,10 +12,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tasks.accounting import BatchResult
 from tasks.deid.pseudonym import Pseudonymizer
-from tasks.landing import land, object_uri
-from tasks.omics import META_COLUMNS, find_sample_sheet, ingest_omics, omics_frame, orientation
+from tasks.ingest.accounting import BatchResult
+from tasks.ingest.landing import land, object_uri
+from tasks.ingest.omics import META_COLUMNS, find_sample_sheet, ingest_omics, omics_frame, orientation
 from tasks.synth.generate import SynthConfig, generate
 
 SITE = "site-a"

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from models.factory import create_model, list_models, model_config
 from models.losses import cox_ph_loss
 from models.model import MODALITIES, MultimodalModel
-from tasks.contracts import check_model_inputs
+from tasks.validation.contracts import check_model_inputs
 from tests.models.batch import B, make_batch
 
 SUBSETS = [s for r in range(1, len(MODALITIES) + 1) for s in itertools.combinations(MODALITIES, r)]

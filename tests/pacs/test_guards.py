@@ -9,7 +9,7 @@ import pynetdicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from tasks.pacs import (
+from tasks.ingest.pacs import (
     PacsError,
     dimse_find_studies,
     dimse_get_study,
@@ -19,7 +19,7 @@ from tasks.pacs import (
     multipart_boundary,
     retrieve_study,
 )
-from tasks.pacs import _write_parts as write_parts
+from tasks.ingest.pacs import _write_parts as write_parts
 
 CT = Path(get_testdata_file("CT_small.dcm")).read_bytes()
 MR = Path(get_testdata_file("MR_small.dcm")).read_bytes()

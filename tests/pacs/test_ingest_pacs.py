@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from flows.ingest import ingest_dicom, ingest_pacs
-from tasks.pacs import stow_instances
-from tasks.staged import read_table
+from tasks.ingest.pacs import stow_instances
+from tasks.ingest.staged import read_table
 from tasks.synth.generate import SynthConfig, generate
 from tasks.workspace import init_workspace
 

@@ -22,7 +22,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from tasks.pacs import (
+from tasks.ingest.pacs import (
     PacsError,
     StudyRef,
     dimse_find_studies,

@@ -11,10 +11,10 @@ import pytest
 
 from bench.breast_cancer import SETTINGS, cross_validate
 from tasks.deid import Pseudonymizer
-from tasks.landing import land
-from tasks.omics import ingest_omics
+from tasks.ingest.landing import land
+from tasks.ingest.omics import ingest_omics
+from tasks.ingest.staged import read_table
 from tasks.realdata.breast_cancer import CLINICAL, SITE, build_cohort, mrn
-from tasks.staged import read_table
 from tasks.workspace import Workspace
 
 KEYS = Pseudonymizer(b"k" * 32)

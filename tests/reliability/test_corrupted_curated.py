@@ -18,8 +18,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from flows.pipeline import MODEL_STAGES, dvc, pipeline
-from tasks.curated_check import CuratedChanged, changed_files, check_curated
+from flows.pipeline import MODEL_STAGES, pipeline
+from tasks.validation.curated_check import CuratedChanged, changed_files, check_curated
+from tasks.vcs import dvc_run
 
 
 def flip_byte_keep_mtime(path: Path) -> None:
@@ -85,7 +86,7 @@ def test_a_changed_curated_file_is_refused_before_training(workspace, case, pref
     assert "\n" not in message
     assert _training_traces(workspace) == traces  # no MLflow run, no checkpoint, no model file written
 
-    restored = dvc(workspace, "checkout", "--force", "--relink", "data/curated")  # the fix the message gives
+    restored = dvc_run(workspace, "checkout", "--force", "--relink", "data/curated")  # the fix the message gives
     assert restored.returncode == 0, restored.stderr
     check_curated(workspace)
 
@@ -103,7 +104,7 @@ def test_each_model_stage_alone_refuses_and_the_pipeline_goes_on_after_checkout(
             stage(workspace=workspace)
     assert _training_traces(workspace) == traces
 
-    dvc(workspace, "checkout", "--force", "--relink", "data/curated")
+    dvc_run(workspace, "checkout", "--force", "--relink", "data/curated")
     goes_on = pipeline(workspace=workspace, stages=list(MODEL_STAGES))
     assert goes_on["skipped"] == list(MODEL_STAGES)  # the models were trained on exactly the restored data
     assert _training_traces(workspace) == traces

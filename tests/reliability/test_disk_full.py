@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.pipeline import dvc
 from flows.version import version
 from tasks.lineage import Ledger
+from tasks.vcs import dvc_run
 
 KEY = "test-key-" + "1" * 40  # tests/conftest.py trained_workspace's key
 
@@ -56,7 +56,7 @@ def test_version_on_a_full_remote_fails_cleanly_and_a_retry_publishes(trained_wo
     remote = tmp_path / "small-remote"
     _mount_tmpfs(remote, "1m")
     try:
-        dvc(root, "remote", "modify", "local", "url", str(remote))
+        dvc_run(root, "remote", "modify", "local", "url", str(remote))
         before, events_before = _state(root), len(_versions(root))
         env = {**os.environ, "MMFM_PSEUDONYM_KEY": KEY, "PREFECT_API_URL": PREFECT_API_URL.value(),
                "OMP_NUM_THREADS": "1"}
@@ -78,7 +78,7 @@ def test_version_on_a_full_remote_fails_cleanly_and_a_retry_publishes(trained_wo
         assert not _git(root, "status", "--porcelain", "dvc.lock")  # dvc.lock committed
         assert len(_versions(root)) == events_before + 1
         assert (_versions(root)[-1].facts or {}).get("dataset_version") == published["dataset_version"]
-        cloud = dvc(root, "status", "--cloud", "--json")
+        cloud = dvc_run(root, "status", "--cloud", "--json")
         assert json.loads(cloud.stdout or "{}") == {}, cloud.stdout[:2000]  # every file of the version is there
     finally:
         subprocess.run(["umount", str(remote)], check=False)

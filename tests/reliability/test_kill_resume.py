@@ -108,7 +108,7 @@ def test_no_process_of_a_killed_run_is_left(chain, stage):
 
 
 def _tables(folder: Path) -> dict[str, pl.DataFrame]:
-    from tasks.staged import read_table
+    from tasks.ingest.staged import read_table
 
     names = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in ("images",)) \
         if folder.name == "staged" else sorted(p.stem for p in folder.glob("*.parquet"))
@@ -119,8 +119,8 @@ def _tables(folder: Path) -> dict[str, pl.DataFrame]:
 @slow
 @pytest.mark.parametrize("layer", ["staged", "curated"])
 def test_tables_have_no_duplicates_and_equal_the_uninterrupted_run(chain, clean_demo, layer):
+    from tasks.ingest.staged import ID_COLUMN
     from tasks.lineage import tree_sha256
-    from tasks.staged import ID_COLUMN
 
     ws, clean = chain[0], clean_demo[0]
     got, want = _tables(ws / "data" / layer), _tables(clean / "data" / layer)
@@ -135,7 +135,7 @@ def test_tables_have_no_duplicates_and_equal_the_uninterrupted_run(chain, clean_
 
 @slow
 def test_quarantine_and_deid_reports_are_those_of_the_uninterrupted_run_once(chain, clean_demo):
-    from tasks.quarantine import read_quarantine
+    from tasks.ingest.quarantine import read_quarantine
 
     cols = ["source_uri", "location", "source", "stage", "rule"]
     got = read_quarantine(chain[0] / "data" / "quarantine").select(cols)
@@ -272,7 +272,7 @@ def test_monitor_resumed_gives_one_report_equal_to_the_uninterrupted_run(chain, 
     the rerun's "nothing new") as an uninterrupted run (the one MLflow run and one ledger event are checked by
     test_mlflow_... and test_ledger_...); the area holds its quarantine records once and its ledger the events of an
     uninterrupted run (validated once: flows/area.py skips a current validate stage)."""
-    from tasks.quarantine import read_quarantine
+    from tasks.ingest.quarantine import read_quarantine
 
     ws, runs, _ = chain
     assert "drift.json" not in runs["monitor"].facts["files"]  # killed before the report

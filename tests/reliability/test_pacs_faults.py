@@ -29,10 +29,10 @@ import pytest
 import yaml
 
 from flows.ingest import ingest_pacs
-from tasks.ingest_state import IngestState
+from tasks.ingest.pacs import PacsError, find_studies, stow_instances
+from tasks.ingest.staged import read_table
+from tasks.ingest.state import IngestState
 from tasks.lineage import Ledger
-from tasks.pacs import PacsError, find_studies, stow_instances
-from tasks.staged import read_table
 from tasks.synth.generate import SynthConfig, generate
 from tasks.workspace import init_workspace
 from tests.pacs.conftest import orthanc_factory, orthanc_install  # noqa: F401 - fixtures shared with tests/pacs

@@ -113,7 +113,7 @@ def test_validate_killed_after_its_quarantine_file_reuses_it(validated):
 def test_version_killed_after_its_commit_records_that_version_once(validated):
     from flows.version import head_unrecorded, version
     from tasks.lineage import Ledger, verify
-    from tasks.workspace import git
+    from tasks.vcs import git
 
     ws = validated[0]
     before = git(ws.root, "rev-parse", "HEAD").strip()

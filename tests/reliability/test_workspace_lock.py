@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from flows.pipeline import STAGE_NAMES, dvc
-from tasks.curated_check import changed_files
+from flows.pipeline import STAGE_NAMES
 from tasks.lineage import Ledger
+from tasks.validation.curated_check import changed_files
+from tasks.vcs import dvc_run
 from tasks.workspace_lock import WorkspaceBusy, holder, is_locked, workspace_lock
 
 KEY = "test-key-" + "1" * 40  # tests/conftest.py trained_workspace's key
@@ -107,7 +108,7 @@ def test_a_second_pipeline_refuses_or_waits_and_the_first_completes(workspace, t
     assert after_wait["ran"] == [] and after_wait["skipped"] == list(STAGE_NAMES)  # the first run's work, not redone
     assert _events(root) == [*events_before, "validate"]  # one new event: no stage ran twice
     assert (root / "dvc.lock").read_text() == lock_before and changed_files(root) == []  # outputs intact
-    assert json.loads(dvc(root, "status", "--json", *STAGE_NAMES).stdout or "{}") == {}
+    assert json.loads(dvc_run(root, "status", "--json", *STAGE_NAMES).stdout or "{}") == {}
     assert not is_locked(root)
 
 

@@ -27,8 +27,8 @@ def _model(data):
 
 
 def test_split_tensors_follow_the_model_contract(split):
-    from tasks.contracts import check_model_inputs
     from tasks.training.dataset import model_inputs
+    from tasks.validation.contracts import check_model_inputs
 
     data, _ = split
     assert len(data) == 12 and data.tensors["mask"].shape == (12, 5)

@@ -12,7 +12,7 @@ batch's), so `received == ingested + quarantined` holds over scan + batches.
 PHI stays inside: raw UIDs are only grouped on inside `scan_headers` (a group is named by the hash of its items'
 bytes), rows carry pseudonyms, keyed UIDs and shifted dates from the de-identified dataset, and messages name
 rules, attributes and exception types, never values. Reading streams, series geometry, resampling and shard
-files live in tasks/imaging_shards.py.
+files live in tasks/ingest/dicom_shards.py.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ import numpy as np
 from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
 
-from tasks.accounting import BatchResult
 from tasks.deid import DeidError, Pseudonymizer, deidentify_dataset
-from tasks.imaging_shards import (
+from tasks.ingest.accounting import BatchResult
+from tasks.ingest.dicom_shards import (
     AIR_HU,
     Decoded,
     assemble,
@@ -46,8 +46,8 @@ from tasks.imaging_shards import (
     value_stats,
     write_shard,
 )
-from tasks.landing import Extract, LandedFile, object_path, object_uri
-from tasks.quarantine import Rejection
+from tasks.ingest.landing import Extract, LandedFile, object_path, object_uri
+from tasks.ingest.quarantine import Rejection
 
 log = logging.getLogger(__name__)
 SOURCE = "dicom"
@@ -58,7 +58,7 @@ VOLUME_MODALITIES = frozenset({"CT", "MR", "PT"})  # stacked into volumes; anyth
 @dataclass(frozen=True)
 class ImagingConfig:
     """params.yaml `ingest.imaging`. Shapes are in stored (numpy) order; `ct_spacing` is (x, y, z) mm, the order of
-    MONAI's `pixdim` (see tasks/imaging_shards.py for the axis conventions)."""
+    MONAI's `pixdim` (see tasks/ingest/dicom_shards.py for the axis conventions)."""
 
     image_size: tuple[int, int] = (64, 64)  # 2D series: every image resized to (rows, cols)
     ct_shape: tuple[int, int, int] = (16, 48, 48)  # volumes: stored (z, y, x) after resampling, centre pad/crop
@@ -315,7 +315,7 @@ def _one_patient_and_study(loaded: list[tuple[Decoded, dict]], result: BatchResu
 
 def _series(group: SeriesGroup, landing: Path, keys: Pseudonymizer, site: str, cfg: ImagingConfig,
             result: BatchResult) -> tuple[np.ndarray, dict] | None:
-    """One series: its array (see tasks/imaging_shards.py for axes) and its row (shard filled in by the caller)."""
+    """One series: its array (see tasks/ingest/dicom_shards.py for axes) and its row (shard filled in by the caller)."""
     loaded = [x for item in group.items if (x := _load(item, landing, keys, site, cfg, result)) is not None]
     if not loaded:
         return None

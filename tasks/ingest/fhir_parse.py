@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_contracts import lab_by_loinc
-from tasks.landing import Extract, object_path, object_uri
-from tasks.quarantine import Rejection
+from tasks.ingest.landing import Extract, object_path, object_uri
+from tasks.ingest.quarantine import Rejection
 
 CURATED_TYPES = ("Patient", "Encounter", "Observation", "Condition", "DiagnosticReport", "DocumentReference")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tasks.deid.report import DeidReport
-from tasks.quarantine import Rejection
+from tasks.ingest.quarantine import Rejection
 
 
 @dataclass

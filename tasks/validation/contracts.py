@@ -3,9 +3,9 @@
     report = validate_tables({"patients": p, "labs": labs, ...}, context_dir=ws.reports / "gx")
     report.blocked              # a `fail` rule broke (or GX and polars disagree): publish nothing; .messages say why
     report.clean["labs"]        # rows that broke no quarantine/fail rule (warn rules only count)
-    report.rejections(run_id)   # one Rejection per quarantined row, for tasks.quarantine.Quarantine
+    report.rejections(run_id)   # one Rejection per quarantined row, for tasks.ingest.quarantine.Quarantine
 
-One rule set, two engines. Each expectation compiles to PARTS (tasks/contracts_gx.py): a polars boolean
+One rule set, two engines. Each expectation compiles to PARTS (tasks/validation/gx_suites.py): a polars boolean
 expression that is true on the rows the part counts as broken, and the Great Expectations 1.x expectation that
 counts the same rows. Polars is the fast path and decides the split; GX is the reporter of record (results JSON,
 Data Docs) and its count for every part must equal polars' count, or the batch is blocked: the record and the
@@ -29,8 +29,8 @@ import numpy as np
 import polars as pl
 
 from data_contracts.contract import Contract, ModelIO, TensorSpec, load_contracts, load_model_io
-from tasks.contracts_gx import ROW, Compiled, Scope, compile_rule, split_map
-from tasks.quarantine import Rejection
+from tasks.ingest.quarantine import Rejection
+from tasks.validation.gx_suites import ROW, Compiled, Scope, compile_rule, split_map
 
 __all__ = ["QuarantinedRow", "RuleOutcome", "TableReport", "ValidationReport", "check_model_inputs", "validate_tables"]
 SOURCE_OF = {"imaging": "dicom", "omics": "omics", "omics_features": "omics", "cohort": "staged"}  # else fhir
@@ -305,7 +305,7 @@ def validate_tables(tables: dict[str, pl.DataFrame], contracts_dir: Path | str |
                   split_source="cohort" if splits is None else None)
     runner = None
     if gx:
-        from tasks.contracts_gx import GxRun
+        from tasks.validation.gx_suites import GxRun
 
         runner = GxRun(context_dir)
     reports: dict[str, TableReport] = {}

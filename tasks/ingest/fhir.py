@@ -1,7 +1,7 @@
 """EHR ingest: a landed FHIR R4 bulk export -> checked, de-identified rows of the staged tables
 (patients, encounters, labs, conditions, notes, deletions).
 
-Order matters: parse and check first (tasks/fhir_extract.py; rejected lines never reach de-identification), then
+Order matters: parse and check first (tasks/ingest/fhir_parse.py; rejected lines never reach de-identification), then
 de-identify every surviving resource with the extract's own patients and staff as the scrubber's known identifiers,
 then flatten. Lab values are converted to the catalogue's canonical unit before anything downstream sees them.
 """
@@ -12,11 +12,11 @@ import base64
 from datetime import date, datetime
 
 from data_contracts import lab_by_loinc
-from tasks.accounting import BatchResult
 from tasks.deid import DeidError, Pseudonymizer, deidentify_resource, known_identifiers, patient_index
-from tasks.fhir_extract import CURATED_TYPES, Item, ParsedExport, parse_export
-from tasks.landing import Extract
-from tasks.quarantine import Rejection
+from tasks.ingest.accounting import BatchResult
+from tasks.ingest.fhir_parse import CURATED_TYPES, Item, ParsedExport, parse_export
+from tasks.ingest.landing import Extract
+from tasks.ingest.quarantine import Rejection
 
 TABLE_OF = {"Patient": "patients", "Encounter": "encounters", "Observation": "labs", "Condition": "conditions",
             "DiagnosticReport": "notes", "DocumentReference": "notes"}

@@ -7,7 +7,8 @@
 A rule compiles to one or more parts because GX needs one expectation per group (a range per LOINC code is one
 `ExpectColumnValuesToBeBetween` with a row condition per code) or per bound (a date after birth, before death).
 Each polars part is written to count exactly what its GX expectation counts (nulls are GX's "missing": never broken
-except by not_null), and tasks/contracts.py compares the two counts part by part. Cross-table rules join the parent
+except by not_null), and tasks/validation/contracts.py compares the two counts part by part. Cross-table rules
+join the parent
 (clean rows) into hidden `__r<i>_...` columns first; both engines then read those columns. GX is imported lazily:
 the polars fast path never pays for it.
 """

@@ -2,7 +2,7 @@
 validate stage (data_contracts) to publish them as curated data.
 
     data/staged/<table>/<extract_id>.parquet   rows of one extract (written atomically, sorted: same input, same bytes)
-    data/staged/images/shard-*.npz             image tensors (written by tasks/imaging.py)
+    data/staged/images/shard-*.npz             image tensors (written by tasks/ingest/dicom.py)
     data/staged/cohort.parquet                 one row per patient: site and the modalities present
 
 Reading a table concatenates its parts and drops what a later export withdrew (the `deletions` table).

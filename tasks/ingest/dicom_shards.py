@@ -1,6 +1,6 @@
 """Bytes and pixels of DICOM ingest: reading streams, series geometry, MONAI resampling, byte-stable .npz shards.
 
-Why a module of its own: tasks/imaging.py decides *which* items may pass (de-identification, quarantine) and what
+Why a module of its own: tasks/ingest/dicom.py decides *which* items may pass (de-identification, quarantine) and what
 a row says; this one makes no identity decisions and returns no header value but numbers (pixels, positions,
 spacings), so it can be read and tested as plain arithmetic.
 

@@ -41,10 +41,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from tasks.accounting import BatchResult
 from tasks.deid.pseudonym import Pseudonymizer
-from tasks.landing import Extract, LandedFile, object_path, object_uri
-from tasks.quarantine import Rejection
+from tasks.ingest.accounting import BatchResult
+from tasks.ingest.landing import Extract, LandedFile, object_path, object_uri
+from tasks.ingest.quarantine import Rejection
 
 SOURCE = "omics"
 MAX_MISSING = 0.5  # a sample with more than half of its features missing carries too little to train on
