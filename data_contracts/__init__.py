@@ -62,6 +62,28 @@ def lab_by_loinc() -> dict[str, LabCode]:
     return {lab.loinc: lab for lab in lab_catalog().values()}
 
 
+@dataclass(frozen=True)
+class DiagnosisClass:
+    """One class of the diagnosis task: its name, and the condition code that assigns it (labels.yaml)."""
+
+    name: str
+    code: str
+    display: str
+    system: str
+
+
+@cache
+def diagnosis_classes() -> tuple[DiagnosisClass, ...]:
+    """The diagnosis task's classes in the model's output order (labels.yaml)."""
+    raw = yaml.safe_load((HERE / "labels.yaml").read_text())["diagnosis"]
+    return tuple(DiagnosisClass(name=c["name"], code=str(c["code"]), display=c["display"], system=raw["system"])
+                 for c in raw["classes"])
+
+
+def diagnosis_names() -> tuple[str, ...]:
+    return tuple(c.name for c in diagnosis_classes())
+
+
 @cache
 def table_schemas() -> dict[str, dict[str, str]]:
     """Column -> polars dtype name for every staged/curated table with a fixed schema (tables.yaml)."""

@@ -17,6 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from data_contracts import diagnosis_names
 from flows.pretrain import EXPERIMENT, replace_dir, run_key, train_config
 from tasks.faults import kill_point
 from tasks.run_journal import RunJournal
@@ -24,7 +25,7 @@ from tasks.validation.curated_check import check_curated
 from tasks.workspace import Workspace
 from tasks.workspace_lock import holds_workspace_lock
 
-CLASS_NAMES = ("none", "pneumonia", "heart_failure", "pulmonary_embolism")  # tasks/synth/model.CLASSES order
+CLASS_NAMES = diagnosis_names()  # data_contracts/labels.yaml
 SPLIT = "test"
 
 

@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 from tasks.settings import get_settings
-from tasks.workspace import lock_hash
 
 TAG = "mmfm."  # our tag namespace
 _SET_HERE: set[str] = set()  # URIs configure() chose: mlflow.set_tracking_uri exports them to the environment
@@ -52,26 +51,10 @@ def experiment_id(root: Path, name: str) -> str:
 
 
 def dataset_facts(root: Path) -> dict:
-    """The curated data a run uses: dvc.lock's md5 of data/curated and, when `mmfm version` published exactly that
-    content, its dataset version; otherwise the version reads `unversioned-<md5>` (trained on unpublished data)."""
-    from tasks.lineage import Ledger
+    """The curated data a run uses, as the facts every stage records (tasks/dataset_version.py decides them)."""
+    from tasks.dataset_version import current
 
-    root = Path(root)
-    curated = lock_hash(root, "validate", "data/curated")
-    if curated is None:
-        raise RuntimeError(f"{root}: data/curated is not recorded in dvc.lock: run the validate stage first")
-    version, contracts = f"unversioned-{curated[:12]}", {}
-    for event in reversed(Ledger.of_workspace(root).events()):
-        if event.stage == "version" and event.facts.get("curated_md5") == curated:
-            version, contracts = event.facts["dataset_version"], event.facts.get("contract_versions", {})
-            break
-    if not contracts:
-        report = root / "data" / "reports" / "validation.json"
-        if report.exists():
-            import json
-
-            contracts = json.loads(report.read_text()).get("contract_versions", {})
-    return {"curated_md5": curated, "dataset_version": version, "contract_versions": contracts}
+    return current(root).facts()
 
 
 def run_tags(root: Path, stage: str, facts: dict | None = None) -> dict[str, str]:

@@ -58,6 +58,9 @@ GITIGNORE = """\
 """
 
 
+VALIDATION_REPORT = "validation.json"  # in data/reports/ (a workspace) or a monitoring area's reports/
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path
@@ -81,6 +84,11 @@ class Workspace:
     @property
     def reports(self) -> Path:
         return self.root / "data" / "reports"
+
+    @property
+    def validation_report(self) -> Path:
+        """The validate stage's report (contract versions, counts, verdicts): read by version, registry, audit."""
+        return self.reports / VALIDATION_REPORT
 
     @property
     def quarantine(self) -> Path:

@@ -14,7 +14,9 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-CLASS_NAMES = ("none", "pneumonia", "heart_failure", "pulmonary_embolism")
+from data_contracts import diagnosis_names
+
+CLASS_NAMES = diagnosis_names()  # data_contracts/labels.yaml
 OUTPUT_COLUMNS = ("patient_id", *(f"p_{c}" for c in CLASS_NAMES), "predicted_class", "risk_1y", "log_hazard")
 
 

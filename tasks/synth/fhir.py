@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from data_contracts import LabCode, lab_catalog
+from data_contracts import LabCode, diagnosis_classes, lab_catalog
 from tasks.synth.model import CLASSES, LABS
 from tasks.synth.notes import (
     clinical_note,
@@ -44,12 +44,7 @@ EXT_BIRTHPLACE = "http://hl7.org/fhir/StructureDefinition/patient-birthPlace"
 EXT_MAIDEN_NAME = "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName"
 
 # the fine-tuning label, per class in model.CLASSES order: (ICD-10-CM code, display)
-DIAGNOSES: dict[str, tuple[str, str]] = {
-    "none": ("R07.9", "Chest pain, unspecified"),
-    "pneumonia": ("J18.9", "Pneumonia, unspecified organism"),
-    "heart_failure": ("I50.9", "Heart failure, unspecified"),
-    "pulmonary_embolism": ("I26.99", "Other pulmonary embolism without acute cor pulmonale"),
-}
+DIAGNOSES: dict[str, tuple[str, str]] = {c.name: (c.code, c.display) for c in diagnosis_classes()}  # labels.yaml
 # (LOINC code, display, title) of each imaging exam's report
 EXAM_CODES = {"cxr": ("36643-5", "XR Chest 2 Views", "Chest radiograph report"),
               "ct": ("24627-2", "CT Chest", "CT angiography chest report")}

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import logsumexp
 
-CLASSES = ("none", "pneumonia", "heart_failure", "pulmonary_embolism")
+from data_contracts import diagnosis_names
+
+CLASSES = diagnosis_names()  # data_contracts/labels.yaml: the generator writes the classes the model reads
 MODALITIES = ("imaging", "labs", "notes", "omics")
 
 # ---- prior over the class given demographics: logits = A + B * (age - 60) / 20 + C * male

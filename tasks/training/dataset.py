@@ -23,10 +23,12 @@ import torch
 import yaml
 from torch.utils.data import Dataset
 
+from data_contracts import diagnosis_classes
+
 ROOT = Path(__file__).resolve().parents[2]
 MODALITIES = ("image_3d", "image_2d", "labs", "notes", "omics")  # model_io.yaml `modalities`: the mask's columns
 INPUTS = (*MODALITIES, "mask")
-CLASS_CODES = ("R07.9", "J18.9", "I50.9", "I26.99")  # ICD-10 per tasks/synth/model.CLASSES index (synth/fhir.py)
+CLASS_CODES = tuple(c.code for c in diagnosis_classes())  # data_contracts/labels.yaml: label = index here
 MODALITIES_2D, MODALITIES_3D = ("DX", "CR"), ("CT", "MR", "PT")
 LAB_PAD = -1.0  # catalogue index of a padding row: the labs encoder treats idx < 0 as no token
 AGE_BANDS = ((0, "<40"), (40, "40-59"), (60, "60-79"), (80, "80+"))
