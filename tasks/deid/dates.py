@@ -60,10 +60,6 @@ def shift_dicom_dt(value: str, offset_days: int) -> str:
     return f"{y:04d}" + (f"{m:02d}" if m else "") + (f"{d:02d}" if d else "") + match[4]
 
 
-def is_fhir_date(value: str) -> bool:
-    return FHIR_DATE.fullmatch(value) is not None
-
-
 def shift_fhir(value: str, offset_days: int) -> str:
     """Shift a FHIR date, dateTime or instant, keeping its precision and its time-zone suffix."""
     match = FHIR_DATE.fullmatch(value)

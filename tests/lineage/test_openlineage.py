@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tasks.openlineage import SCHEMA_URL, export_openlineage, send_openlineage, to_openlineage
+from tasks.lineage.openlineage import SCHEMA_URL, export_openlineage, send_openlineage, to_openlineage
 
 from .conftest import Chain
 

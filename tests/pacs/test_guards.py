@@ -19,7 +19,7 @@ from tasks.ingest.pacs import (
     multipart_boundary,
     retrieve_study,
 )
-from tasks.ingest.pacs import _write_parts as write_parts
+from tasks.ingest.pacs.multipart import _write_parts as write_parts
 
 CT = Path(get_testdata_file("CT_small.dcm")).read_bytes()
 MR = Path(get_testdata_file("MR_small.dcm")).read_bytes()

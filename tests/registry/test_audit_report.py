@@ -13,7 +13,8 @@ import sqlite3
 
 import pytest
 
-from tasks.registry.audit_report import NO_MONITORING, _decisions, build_audit, render_audit, write_audit
+from tasks.registry.audit_gather import NO_MONITORING, _decisions, build_audit
+from tasks.registry.audit_render import render_audit, write_audit
 
 STAGES = ("ingest", "validate", "version", "pretrain", "finetune", "evaluate", "register", "promote")
 MARKUP = "<script>alert('x')</script>"
@@ -25,7 +26,9 @@ APPROVER = "dr-auditor"
 def registered(trained_workspace, tmp_path_factory):
     """A copy of the session's trained workspace (and of its MLflow store) with version 1 registered (challenger) and
     then promoted to champion (or refused: the report must show a refusal with approver and reason too)."""
-    from flows.registry import PromotionRefused, promote_flow, register_flow
+    from flows.promote import promote_flow
+    from flows.register import register_flow
+    from tasks.registry.promotion import PromotionRefused
     from tasks.workspace import Workspace
 
     source, published, _ = trained_workspace

@@ -4,17 +4,19 @@ One ledger event becomes one COMPLETE RunEvent: job = {namespace, stage}, datase
 URI, each carrying its sha256 twice: in the standard `version` facet (what Marquez shows as the dataset version)
 and in an `mmfm_sha256` custom facet. The ledger's own fields (event id, hashes, actor, code version, params,
 facts) travel in the `mmfm_ledger` run facet. Nothing here sends anything unless `send_openlineage` is called.
+
+Why inside tasks.lineage: it is the ledger seen through another standard, and reads nothing but ledger events.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from tasks.lineage import Event, Ledger
+from tasks.atomic import write_with
+from tasks.lineage.ledger import Event, Ledger
 
 # The producer URI OpenLineage asks for ("a git url with a given tag or sha"); replace with the project's real
 # repository URL when it has a public one. The custom facets' schema URLs hang off it and are not published yet.
@@ -22,6 +24,8 @@ PRODUCER = "https://github.com/mmfm/mmfm"
 SCHEMA_URL = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
 VERSION_FACET_URL = "https://openlineage.io/spec/facets/1-0-1/DatasetVersionDatasetFacet.json#/$defs/DatasetVersionDatasetFacet"
 JOB_TYPE_FACET_URL = "https://openlineage.io/spec/facets/2-0-3/JobTypeJobFacet.json#/$defs/JobTypeJobFacet"
+# The two facet URLs below are identifiers already written into exports: kept as they were when this module was
+# tasks/openlineage.py, so a consumer sees one schema URL per facet across the move.
 SHA256_FACET_URL = f"{PRODUCER}/blob/main/tasks/openlineage.py#Sha256DatasetFacet"
 LEDGER_FACET_URL = f"{PRODUCER}/blob/main/tasks/openlineage.py#LedgerRunFacet"
 RUN_NAMESPACE = uuid.UUID("6f1c1a52-3b0e-5a43-9d4e-6d6d666d6c6e")  # fixed: the same run always maps to one runId
@@ -62,14 +66,14 @@ def to_openlineage(event: Event, namespace: str = "mmfm", producer: str = PRODUC
 
 def export_openlineage(ledger: Ledger, path: Path, namespace: str = "mmfm") -> int:
     """Write every ledger event as one RunEvent per line (NDJSON), atomically; returns the number written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     events = ledger.events()
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for event in events:
-            fh.write(json.dumps(to_openlineage(event, namespace), sort_keys=True) + "\n")
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:  # line by line: a long ledger is never held as one string
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for event in events:
+                fh.write(json.dumps(to_openlineage(event, namespace), sort_keys=True) + "\n")
+
+    write_with(Path(path), write)
     return len(events)
 
 
