@@ -143,7 +143,7 @@ def kept_tag(model: str) -> Iterator[tuple[str, str]]:
     """The model version's last-monitoring tag as it was before the bench."""
     import mlflow
 
-    from flows.registry import _parse
+    from tasks.registry.client import parse_ref as _parse
 
     client = mlflow.MlflowClient()
     name, version = _parse(model, client)

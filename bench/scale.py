@@ -3,7 +3,7 @@
     python bench/scale.py [--patients 300] [--seed 1] [--max-items 32] [--runners threads,dask,ray] [--json]
 
 One generated single-site cohort; each run ingests it into a fresh workspace with `ingest_dicom`, exactly as
-`mmfm ingest dicom --runner R` does (`flows.ingest._task_runner(R, workers)`): the thread runner with 1 and 2 threads,
+`mmfm ingest dicom --runner R` does (`tasks.runners.task_runner(R, workers)`): the thread runner with 1 and 2 threads,
 a local Dask cluster with 1 and 2 worker processes (one thread each), a local Ray cluster with 1 and 2 CPUs. A timing
 is the whole flow call: cluster start, each fresh worker process importing MONAI (~8 s), the work, the shutdown —
 what a user waits for. The flow scans every DICOM header in its own process before it maps the batches; that serial
@@ -33,11 +33,12 @@ def staged_digest(staged: Path) -> dict[str, str]:
 
 def run_once(runner: str, workers: int, dicom: Path, root: Path, max_items: int) -> tuple[float, dict, dict]:
     """Seconds for one flow call, its accounting and the digest of what it staged."""
-    from flows.ingest import _task_runner, ingest_dicom
+    from flows.ingest import ingest_dicom
+    from tasks.runners import task_runner
     from tasks.workspace import init_workspace
 
     ws = init_workspace(root / f"{runner}-{workers}")
-    flow = ingest_dicom.with_options(task_runner=_task_runner(runner, workers))
+    flow = ingest_dicom.with_options(task_runner=task_runner(runner, workers))
     t0 = time.perf_counter()
     summary = flow(source=dicom, workspace=ws.root, site="site-a", max_items=max_items)
     seconds = time.perf_counter() - t0

@@ -29,8 +29,10 @@ def area_name(source: Path) -> str:
 def prepare_area(ws: Workspace, source: Path, kind: str) -> dict:
     """Ingest + validate `source` into its own area; -> {area (Workspace), ingest, validate} summaries."""
     from flows.ingest import run as ingest
-    from flows.pipeline import commit_if_finished, render_dvc_yaml, stage_is_current
-    from flows.validate import ValidationBlocked, validate
+    from flows.pipeline import render_dvc_yaml
+    from flows.validate import validate
+    from tasks.stage_status import commit_if_finished, stage_is_current
+    from tasks.validation.publish import ValidationBlocked
 
     if kind not in KINDS:
         raise ValueError(f"unknown area kind {kind!r}; known: {', '.join(KINDS)}")
@@ -45,7 +47,7 @@ def prepare_area(ws: Workspace, source: Path, kind: str) -> dict:
     if not target.exists():
         shutil.copytree(source, target)
     ingested = {**ingest(area.root), **_ingested_so_far(area)}
-    report = area.reports / "validation.json"
+    report = area.validation_report
     if report.exists() and (stage_is_current(area.root, "validate") or commit_if_finished(area.root, "validate")):
         # a rerun (e.g. after a kill): validated already
         return {"area": area, "ingest": ingested, "validate": json.loads(report.read_text())}

@@ -6,69 +6,19 @@ workspace's .mmfm/ (mode 0600) when MMFM_PSEUDONYM_KEY is not set, and says so; 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
+from tasks.demo import cohort_is_current, evaluation_headline, synth_config
 from tasks.ingest.state import ensure_demo_key
 from tasks.synth.generate import SynthConfig, generate
 from tasks.synth.truth import bayes_report, load_truth
+from tasks.versioning import head_unrecorded, unpublished
 from tasks.workspace import init_workspace
 from tasks.workspace_lock import holds_workspace_lock
-
-
-def _synth_config(params: dict, patients: int) -> SynthConfig:
-    p = params.get("synth", {})
-    return SynthConfig(patients=patients, sites=p.get("sites", 3), seed=p.get("seed", 7),
-                       missing_rate=p.get("missing_rate", 0.2), corrupt_rate=p.get("corrupt_rate", 0.02))
-
-
-def _cohort_is_current(cohort: Path, cfg: SynthConfig) -> bool:
-    saved = cohort / "truth" / "synth.json"
-    return saved.exists() and json.loads(saved.read_text()).get("config") == json.loads(json.dumps(asdict(cfg)))
-
-
-def _evaluation(path: Path) -> dict | None:
-    """Headline numbers of the evaluation report: per task the primary metric with its CI, and the baselines."""
-    if not path.exists():
-        return None
-    report = json.loads(path.read_text())
-    out = {"dataset_version": report.get("dataset_version"), "test_patients": report.get("test_patients"),
-           "tasks": {t: {"metric": r["primary_metric"], **r["metrics"][r["primary_metric"]]}
-                     for t, r in report.get("tasks", {}).items()}}
-    base = report.get("baselines") or {}
-    if "metrics" in (base.get("late_fusion") or {}):
-        out["late_fusion_auroc"] = base["late_fusion"]["metrics"]["auroc_macro"]["value"]
-    if isinstance(base.get("bayes"), dict) and "metrics" in base["bayes"]:
-        out["bayes_auroc_same_patients"] = base["bayes"]["metrics"]["auroc_macro"]["value"]
-    single = {m: r["single"]["auroc_macro"]["value"] for m, r in base.get("single_modality", {}).items()
-              if "single" in r}
-    if single:
-        out["single_modality_auroc"] = single
-    return out
-
-
-def _unpublished(root: Path, stages: tuple[str, ...]) -> bool:
-    """Do the data stages' entries in dvc.lock differ from the last commit's? (a run killed inside `version`
-    leaves them recorded but not published, and the rerun finds nothing to run: it must still publish)"""
-    import yaml
-
-    from tasks.vcs import git
-
-    def entries(text: str | None) -> dict:
-        stages_now = (yaml.safe_load(text) or {}).get("stages", {}) if text else {}
-        return {s: stages_now.get(s) for s in stages}
-
-    lock = root / "dvc.lock"
-    try:
-        committed = git(root, "show", "HEAD:dvc.lock")
-    except RuntimeError:  # never published
-        committed = None
-    return entries(lock.read_text() if lock.exists() else None) != entries(committed)
 
 
 def _current_version(root: Path) -> str | None:
@@ -109,8 +59,10 @@ SHIFTED_SITE = "site-b"
 def _govern(ws, cfg: SynthConfig, patients: int, say: Callable[[str], None], step: Callable[[str], None]) -> dict:
     """register -> promote (a demo approver, through the gate) -> monitor a shifted extract -> audit report."""
     from flows.monitor import monitor_flow
-    from flows.registry import PromotionRefused, promote_flow, register_flow, settle_promotion
-    from tasks.registry.audit_report import write_audit
+    from flows.promote import promote_flow
+    from flows.register import register_flow
+    from tasks.registry.audit_render import write_audit
+    from tasks.registry.promotion import PromotionRefused, settle_promotion
 
     step("register")
     reg = register_flow(workspace=ws.root)
@@ -164,16 +116,17 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
              say: Callable[[str], None] = lambda _: None, step: Callable[[str], None] = lambda _: None) -> dict:
     """The demo; `say` narrates, `step(name)` is called as each of DEMO_STAGES starts (the CLI's progress bar)."""
     t0 = time.perf_counter()
+    # the flows (hence Prefect) load only when the demo runs, after `mmfm demo` has set Prefect's logging level
     from flows.pipeline import render_dvc_yaml
 
     ws = init_workspace(workspace, dvc_yaml=render_dvc_yaml())
     os.environ.setdefault("PREFECT_HOME", str(ws.state / "prefect"))
     key_created, key_path = ensure_demo_key(ws.state)
-    cfg = _synth_config(ws.params(), patients)
+    cfg = synth_config(ws.params(), patients)
     cohort = ws.extracts / f"cohort-seed{cfg.seed}"
     stages = []
     step("synth")
-    if _cohort_is_current(cohort, cfg):
+    if cohort_is_current(cohort, cfg):
         stages.append("synth (reused: same parameters)")
         if progress is not None:
             progress(patients)
@@ -182,7 +135,7 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
         generate(cohort, cfg, progress=progress)
         stages.append("synth")
     from flows.pipeline import DATA_STAGES, MODEL_STAGES
-    from flows.version import head_unrecorded, version
+    from flows.version import version
 
     ran = _stages(ws.root, DATA_STAGES, step)
     ingest = ran["stages"].get("ingest") or {"received": 0, "ingested": 0, "quarantined": 0,
@@ -191,7 +144,7 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
     stages += _labels(ran, DATA_STAGES)
     validated = ran["stages"].get("validate")
     step("version")
-    unfinished = ran["ran"] or ran["recorded"] or _unpublished(ws.root, DATA_STAGES) or head_unrecorded(ws.root)
+    unfinished = ran["ran"] or ran["recorded"] or unpublished(ws.root, DATA_STAGES) or head_unrecorded(ws.root)
     published = version(workspace=ws.root) if unfinished else None
     if published:
         stages.append("version")
@@ -200,7 +153,7 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
     say(f"model stages ran: {', '.join(trained['ran']) or 'nothing'}; "
         f"up to date: {', '.join(trained['skipped']) or 'none'}")
     stages += _labels(trained, MODEL_STAGES)
-    evaluation = _evaluation(ws.models / "evaluation" / "evaluation.json")
+    evaluation = evaluation_headline(ws.models / "evaluation" / "evaluation.json")
     governance = _govern(ws, cfg, patients, say, step)
     refused = governance["promotion"]["decision"] == "refused"
     stages += ["register", "promote (refused by the gate)" if refused else "promote",

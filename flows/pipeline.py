@@ -5,7 +5,8 @@ the DAG's contract and `dvc.lock` its ledger of hashes. The `pipeline` flow walk
 whether each is out of date, runs only those (as Prefect subflows, in this process), and has DVC record their
 outputs after (`dvc commit`), so a rerun with no new data does no work and says which stages it skipped, and a new
 extract reruns only what depends on it. A stage whose last ledger event already describes the workspace (a kill came
-between that event and `dvc commit`) is only committed, not run again. `dvc repro` in a workspace runs the same
+between that event and `dvc commit`) is only committed, not run again (tasks.stage_status reads where each stage
+stands). `dvc repro` in a workspace runs the same
 stages (`python -m flows.<stage>`).
 A run holds the workspace lock (tasks.workspace_lock) throughout, and checks data/curated against validate's record
 before the first model stage (tasks.validation.curated_check), so no stage trains on data changed after validation.
@@ -14,7 +15,6 @@ before the first model stage (tasks.validation.curated_check), so no stage train
 from __future__ import annotations
 
 import importlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,7 @@ import yaml
 from prefect import flow, get_run_logger
 
 from tasks.faults import kill_point
-from tasks.lineage import Event
+from tasks.stage_status import commit_if_finished, stage_is_current
 from tasks.validation.curated_check import check_curated
 from tasks.vcs import dvc_run
 from tasks.workspace_lock import holds_workspace_lock
@@ -58,20 +58,9 @@ DATA_STAGES = ("ingest", "validate")  # what a dataset version covers
 MODEL_STAGES = ("pretrain", "finetune", "evaluate")  # trained on a dataset version
 
 
-def built_stages(root: Path) -> list[str]:
-    """Stages whose outputs all exist in the workspace (only those can be recorded in dvc.lock)."""
-    return [s.name for s in STAGES if all((Path(root) / o).exists() for o in s.outs)]
-
-
 def render_dvc_yaml() -> str:
     header = "# Generated from flows/pipeline.py STAGES (mmfm init writes it into each workspace); edit STAGES.\n"
     return header + yaml.safe_dump({"stages": {s.name: s.dvc_entry() for s in STAGES}}, sort_keys=False)
-
-
-def stage_is_current(root: Path, name: str) -> bool:
-    """DVC's answer: are the stage's recorded deps, params and outs unchanged? (never run -> False)"""
-    status = json.loads(dvc_run(root, "status", name, "--json").stdout or "{}")
-    return not status
 
 
 def run_stage(root: Path, name: str) -> dict:
@@ -81,31 +70,6 @@ def run_stage(root: Path, name: str) -> dict:
     kill_point("pipeline.before_dvc_commit")
     dvc_run(root, "commit", "--force", name)
     return summary
-
-
-def commit_if_finished(root: Path, name: str) -> Event | None:
-    """`dvc commit` a stage DVC finds out of date whose last run finished (finished_unrecorded); -> that event."""
-    event = finished_unrecorded(root, next(s for s in STAGES if s.name == name))
-    if event is not None:
-        dvc_run(root, "commit", "--force", name)
-    return event
-
-
-def finished_unrecorded(root: Path, stage: Stage) -> Event | None:
-    """The stage's last ledger event when it describes the workspace as it is now (every dep and out with the hash
-    it has now, run with the parameters params.yaml gives the stage now): the stage finished and a kill came before
-    `dvc commit`, so DVC finds it out of date although running it again would only log a second run. None when any
-    part differs, or the stage records its inputs otherwise (ingest names each extract's landing manifest; its
-    rerun is a no-op of its own)."""
-    from tasks.lineage import Ledger, canonical_json, describes
-    from tasks.workspace import Workspace
-
-    events = [e for e in Ledger.of_workspace(root).events() if e.stage == stage.name]
-    if not events:
-        return None
-    last = events[-1]
-    same_params = canonical_json(last.params) == canonical_json(Workspace(root).section(stage.name))
-    return last if same_params and describes(last, root, inputs=stage.deps, outputs=stage.outs) else None
 
 
 @flow(name="pipeline")

@@ -7,26 +7,21 @@ predictions, per-modality contributions and the model version; the ledger record
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
-from prefect import flow, get_run_logger
-from prefect.runtime import flow_run
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
+from flows.area import prepare_area
+from tasks.registry import scoring
+from tasks.registry.client import parse_ref
+from tasks.stage_run import stage_run
 from tasks.workspace import Workspace
 
 
-def score_curated(pyfunc_model, bundle: Path, curated: Path, split: str | None):
-    """Records of a curated folder (in the model's gene order) scored by the pyfunc -> pandas DataFrame."""
-    from tasks.registry.records import records_from_split
-    from tasks.training.bundle import load_backbone
-    from tasks.training.data import load_split
-    from tasks.training.dataset import DatasetConfig
-
-    _, tokenizer, meta = load_backbone(bundle / "backbone")
-    genes = meta.get("omics_genes")
-    data = load_split(curated, split, tokenizer, DatasetConfig(genes=tuple(genes) if genes else None))
-    return pyfunc_model.predict(records_from_split(data))
+@task(name="score", cache_policy=NO_CACHE)
+def score_task(ws: Workspace, model_version: str, curated: Path, split: str | None):
+    return scoring.score_version(ws, model_version, curated, split)
 
 
 @flow(name="predict")
@@ -34,34 +29,25 @@ def predict_flow(workspace: Path, model: str, source: Path | None = None, split:
                  out: Path | None = None) -> dict:
     import mlflow
 
-    from flows.registry import _parse, load_verified
-    from tasks import tracking
-    from tasks.lineage import record
+    from tasks.atomic import write_with
 
-    ws = Workspace(Path(workspace).resolve())
-    tracking.configure(ws.root)
-    name, version = _parse(model, mlflow.MlflowClient())
-    area = None
-    if source is not None:
-        from flows.area import prepare_area
-
-        prepared = prepare_area(ws, Path(source), "scoring")
-        area, curated, which = prepared["area"], prepared["area"].curated, None
-    else:
-        curated, which = ws.curated, None if split == "all" else split
-    with tempfile.TemporaryDirectory(dir=ws.state) as tmp:
-        pyfunc_model = load_verified(f"{name}/{version}", Path(tmp))
-        bundle = next(Path(tmp).rglob("bundle"))
-        frame = score_curated(pyfunc_model, bundle, curated, which)
-    frame["model_version"] = f"{name}/{version}"
-    label = Path(source).name if source is not None else f"curated-{split}"
-    out = Path(out) if out else ws.root / "data" / "predictions" / f"{name}-v{version}-{label}.parquet"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(out, index=False)
-    event = record(ws, "predict", str(flow_run.id or out.name), inputs=[curated], outputs=[out],
-                   params={"model": f"{name}/{version}", "source": label},
-                   facts={"model_version": f"{name}/{version}", "patients": len(frame),
-                          "area": str(area.root.relative_to(ws.root)) if area else None})
+    with stage_run(workspace, "predict") as run:
+        ws = run.ws
+        name, version = parse_ref(model, mlflow.MlflowClient())
+        area = None
+        if source is not None:
+            area = prepare_area(ws, Path(source), "scoring")["area"]
+            curated, which = area.curated, None
+        else:
+            curated, which = ws.curated, None if split == "all" else split
+        frame = score_task(ws, f"{name}/{version}", curated, which)
+        label = Path(source).name if source is not None else f"curated-{split}"
+        out = Path(out) if out else ws.root / "data" / "predictions" / f"{name}-v{version}-{label}.parquet"
+        write_with(out, lambda tmp: frame.to_parquet(tmp, index=False))
+        event = run.record(inputs=[curated], outputs=[out], params={"model": f"{name}/{version}", "source": label},
+                           facts={"model_version": f"{name}/{version}", "patients": len(frame),
+                                  "area": str(area.root.relative_to(ws.root)) if area else None},
+                           fallback=out.name)
     get_run_logger().info("scored %d patients with %s/%s", len(frame), name, version)
     return {"model_version": f"{name}/{version}", "patients": len(frame), "output": str(out),
             "source": label, "lineage_event": event.event_id,

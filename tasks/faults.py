@@ -9,11 +9,13 @@ Points (each named where it is called):
     validate.after_quarantine  flows/validate.py: the quarantine file written, the validation report, curated
                            tables and ledger event not yet
     version.after_commit   flows/version.py: the dataset version's git commit made, its ledger event not yet
-    promote.after_verdict  flows/registry.py promote_flow(): the decision written (pending marker + version tag),
+    promote.after_verdict  flows/promote.py promote_flow(): the decision written (pending marker + version tag),
                            the ledger event, alias history and alias not yet
-    finetune.in_run        flows/finetune.py: a task's MLflow run opened and journaled, nothing logged to it yet
-    pretrain.after_run     flows/pretrain.py, flows/evaluate.py: the stage's MLflow run ended (its outputs
-    evaluate.after_run     published, tasks/run_journal.py says finished), the ledger event not yet
+    finetune.in_run        tasks/training/adapters.py log_adapter(): a task's MLflow run opened and journaled,
+                           nothing logged to it yet
+    pretrain.after_run     tasks/training/backbone.py publish_backbone(), tasks/evaluation/report.py
+    evaluate.after_run     publish_evaluation(): the stage's MLflow run ended (its outputs published,
+                           tasks/run_journal.py says finished), the ledger event (tasks/stage_run.py record) not yet
     pipeline.before_dvc_commit  flows/pipeline.py run_stage(): the stage finished (ledger event written), its
                            `dvc commit` not yet
 

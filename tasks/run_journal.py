@@ -18,20 +18,22 @@ The window left: a kill between MLflow creating the run and `start()` (one local
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from tasks import tags
+from tasks.atomic import fresh_dir, replace_dir, write_text
 from tasks.workspace import Workspace
 
-INTERRUPTED_TAG = "mmfm.interrupted"
+INTERRUPTED_TAG = tags.INTERRUPTED
 
 
 class RunJournal:
     def __init__(self, ws: Workspace, name: str, stage: str, key: str):
         """`name` is unique per run within a stage (`finetune-risk`), `stage` the ledger's stage name, `key` what
-        the run depends on (stage, parameters, data hash: flows.pretrain.run_key)."""
+        the run depends on (stage, parameters, data hash: tasks.stage_run.run_key). Stages use it through
+        tasks/stage_run.py (StageRun.attempt), which also decides when it is cleared."""
         self.ws, self.stage, self.key = ws, stage, key
         self.dir = ws.state / "runs" / name
         self.file = self.dir / "journal.json"
@@ -47,10 +49,7 @@ class RunJournal:
             return None
 
     def _write(self, body: dict) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.file.with_name(".journal.json.tmp")
-        tmp.write_text(json.dumps(body, default=str))
-        os.replace(tmp, self.file)
+        write_text(self.file, json.dumps(body, default=str))
 
     def start(self, run_id: str) -> None:
         self.clear()
@@ -63,11 +62,9 @@ class RunJournal:
 
         body = self._read() or {}
         if keep is not None:
-            incoming = self.dir / ".kept-incoming"
-            shutil.rmtree(incoming, ignore_errors=True)
-            shutil.copytree(keep, incoming)
-            shutil.rmtree(self.kept, ignore_errors=True)
-            incoming.rename(self.kept)
+            incoming = fresh_dir(self.kept)
+            shutil.copytree(keep, incoming, dirs_exist_ok=True)
+            replace_dir(incoming, self.kept)
         entries = [artifact_entry(p, self.ws.root) for p in outputs]
         self._write({**body, "state": "finished", "result": result, "outputs": entries})
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tasks import tags
 from tasks.settings import get_settings
 
-TAG = "mmfm."  # our tag namespace
 _SET_HERE: set[str] = set()  # URIs configure() chose: mlflow.set_tracking_uri exports them to the environment
 
 
@@ -64,10 +64,9 @@ def run_tags(root: Path, stage: str, facts: dict | None = None) -> dict[str, str
     from tasks.lineage import code_version
 
     facts = facts or dataset_facts(root)
-    return {f"{TAG}stage": stage, f"{TAG}dataset_version": facts["dataset_version"],
-            f"{TAG}curated_md5": facts["curated_md5"],
-            f"{TAG}contract_versions": json.dumps(facts.get("contract_versions", {}), sort_keys=True),
-            f"{TAG}code_version": code_version()}
+    return {tags.STAGE: stage, tags.DATASET_VERSION: facts["dataset_version"], tags.CURATED_MD5: facts["curated_md5"],
+            tags.CONTRACT_VERSIONS: json.dumps(facts.get("contract_versions", {}), sort_keys=True),
+            tags.CODE_VERSION: code_version()}
 
 
 def log_curve(values: list[float] | dict[int, float], key: str) -> None:

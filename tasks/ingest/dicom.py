@@ -379,3 +379,22 @@ def ingest_series_batch(batch: list[SeriesGroup], landing: Path, staged: Path, k
     log.info("dicom batch of site %s: %d series staged, %d items ingested, %d rejected", site, len(rows),
              result.ingested, result.quarantined)
     return result
+
+
+def imaging_config(params: dict) -> ImagingConfig:
+    """params.yaml `ingest.imaging` as an ImagingConfig (YAML lists become the tuples it holds)."""
+    p = (params.get("ingest") or {}).get("imaging") or {}
+    return ImagingConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()})
+
+
+def prepare_readers() -> None:
+    """Process-wide reader setup, once, before worker threads start decoding: MONAI imported here (threads importing
+    it at once deadlock; ~8 s, so only when there is DICOM to decode); pydicom's value validation off (it warns with
+    the offending value quoted: PHI in logs) and its truncation warnings quiet (each such file is quarantined)."""
+    import warnings
+
+    import monai.transforms  # noqa: F401
+
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning, module="pydicom")

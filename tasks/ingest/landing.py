@@ -19,6 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.atomic import write_json
+
 CHUNK = 1 << 20
 
 
@@ -100,7 +102,5 @@ def land(source: Path, landing: Path, kind: str, site: str) -> Extract:
         manifest.parent.mkdir(parents=True, exist_ok=True)
         body = {"extract_id": extract_id, "source": kind, "site": site,
                 "files": [{"path": e.rel_path, "sha256": e.sha256, "size": e.size} for e in entries]}
-        tmp = manifest.with_suffix(".tmp")
-        tmp.write_text(json.dumps(body, indent=1) + "\n")
-        os.replace(tmp, manifest)
+        write_json(manifest, body)
     return Extract(extract_id=extract_id, source=kind, site=site, files=tuple(entries), already_landed=already)

@@ -7,13 +7,14 @@ Nothing is dropped silently: every input item ends up either ingested or here, a
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import polars as pl
+
+from tasks.atomic import write_with
 
 SCHEMA = {"source_uri": pl.Utf8, "sha256": pl.Utf8, "location": pl.Utf8, "source": pl.Utf8, "stage": pl.Utf8,
           "rule": pl.Utf8, "message": pl.Utf8, "run_id": pl.Utf8, "contract_version": pl.Utf8}
@@ -69,10 +70,7 @@ class Quarantine:
         path = directory / f"{name or self.run_id}.parquet"
         if path.exists() and _same_records(path, frame):
             return path
-        tmp = path.with_name(f".{path.name}.incoming")
-        frame.write_parquet(tmp)
-        os.replace(tmp, path)
-        return path
+        return write_with(path, frame.write_parquet)
 
 
 def _same_records(path: Path, frame: pl.DataFrame) -> bool:

@@ -10,12 +10,12 @@ Reading a table concatenates its parts and drops what a later export withdrew (t
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import polars as pl
 
 from data_contracts import table_schemas
+from tasks.atomic import write_with
 
 ID_COLUMN = {"patients": "patient_id", "encounters": "encounter_id", "labs": "observation_id",
              "conditions": "condition_id", "notes": "note_id", "imaging": "series_id", "omics": "sample_id"}
@@ -55,9 +55,7 @@ def _atomic_parquet(frame: pl.DataFrame, path: Path) -> None:
     """Write under a hidden temporary name, then rename: a kill leaves no torn part, and no stray file that a
     table's `*.parquet` glob, DVC's hash of data/staged or the ledger's tree hash would pick up (names starting
     with '.' are skipped by the tree hash; the rerun writes the same name and replaces it)."""
-    tmp = path.with_name(f".{path.name}.incoming")
-    frame.write_parquet(tmp)
-    os.replace(tmp, path)
+    write_with(path, frame.write_parquet)
 
 
 def read_table(staged: Path, table: str) -> pl.DataFrame:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -92,17 +90,10 @@ class RetrainTrigger:
         return json.loads(self.state_path.read_text())
 
     def _write(self, state: dict) -> None:
+        from tasks.atomic import write_with
+
         state["cooldown_s"] = self.cooldown.total_seconds()
-        fd, tmp = tempfile.mkstemp(dir=self.state_path.parent, prefix=self.state_path.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(state, fh, indent=1, default=str)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.state_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_with(self.state_path, lambda tmp: tmp.write_text(json.dumps(state, indent=1, default=str)), fsync=True)
 
 
 def _utc(moment: datetime) -> datetime:

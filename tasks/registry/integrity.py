@@ -16,7 +16,9 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-TAG_PREFIX = "mmfm.sha256"
+from tasks import tags
+
+TAG_PREFIX = tags.key("sha256")
 MANIFEST_HASH_TAG = f"{TAG_PREFIX}.manifest"
 CHUNK_COUNT_TAG = f"{TAG_PREFIX}.chunks"
 TAG_VALUE_LIMIT = 8000  # = mlflow.utils.validation.MAX_TAG_VAL_LENGTH (3.17.2); tests check it still holds

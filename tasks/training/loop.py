@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -155,12 +154,9 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(directory: Path, state: dict) -> Path:
     """Write ckpt_<step>.pt atomically: a reader sees the old file set or the new one, never a partial file."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{CKPT_PREFIX}{state['step']:08d}.pt"
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    from tasks.atomic import write_with
+
+    return write_with(directory / f"{CKPT_PREFIX}{state['step']:08d}.pt", lambda tmp: torch.save(state, tmp))
 
 
 def latest_checkpoint(directory: Path | None) -> Path | None:

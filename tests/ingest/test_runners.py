@@ -13,7 +13,8 @@ import uuid
 import psutil
 import pytest
 
-from flows.ingest import _task_runner, ingest_dicom
+from flows.ingest import ingest_dicom
+from tasks.runners import task_runner
 from tasks.synth.generate import SynthConfig, generate
 from tasks.workspace import init_workspace
 
@@ -92,14 +93,14 @@ def test_threads_dask_and_ray_write_identical_outputs_on_loopback(tmp_path, pref
     generate(cohort, SynthConfig(patients=10, sites=1, seed=15, corrupt_rate=0.1, cxr_size=48, ct_shape=(4, 24, 24)))
     for var in ("MMFM_DASK_ADDRESS", "MMFM_RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",
                 "RAY_USAGE_STATS_ENABLED"):
-        monkeypatch.setenv(var, "")  # restored after the test: _task_runner sets the RAY_* ones itself
+        monkeypatch.setenv(var, "")  # restored after the test: task_runner sets the RAY_* ones itself
         monkeypatch.delenv(var)
     digests, summaries = [], []
     for runner in ("threads", "dask", "ray"):
         mark = uuid.uuid4().hex
         monkeypatch.setenv(MARK, mark)
         ws = init_workspace(tmp_path / runner)
-        flow = ingest_dicom.with_options(task_runner=_task_runner(runner))
+        flow = ingest_dicom.with_options(task_runner=task_runner(runner))
         watch = SocketWatch(mark)
         watch.start()
         try:

@@ -96,8 +96,8 @@ def test_promotion_approved_recorded_refused_with_reasons_and_rolled_back(ws, fi
 def test_a_tampered_artifact_refuses_to_load(ws, first, tmp_path):
     import mlflow
 
-    from flows.registry import load_verified
     from tasks.registry.integrity import IntegrityError
+    from tasks.registry.staging import load_verified
 
     client = mlflow.MlflowClient()
     model_id = client.get_model_version(NAME, "1").source.removeprefix("models:/")  # the logged model behind v1

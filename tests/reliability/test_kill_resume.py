@@ -7,11 +7,18 @@ Cost: one chain on one workspace, one demo run per kill. Run 1 kills itself in i
 extract (site-b's FHIR export, which has quarantined lines) with its staged parts, quarantine file and de-id report
 written and its ledger event and ingest-state record not yet (tasks/faults.py: no file appears in between for a test
 to watch for); the runs after it are each SIGKILLed by this test the moment a real side effect shows the next stage
-in flight, except finetune's, evaluate's and promote's, which kill themselves where no file shows the moment:
-finetune inside its second task's MLflow run, the first task finished (`finetune.in_run@2`), evaluate after its MLflow
-run ended and its report was published, before its ledger event (`evaluate.after_run`), promote between its decision
-and its ledger event (`promote.after_verdict`); the last run completes. The uninterrupted reference is
-conftest.py's `clean_demo`.
+in flight, except finetune's and promote's, which kill themselves where no file shows the moment: finetune inside its
+second task's MLflow run, the first task finished (`finetune.in_run@2`), promote between its decision and its ledger
+event (`promote.after_verdict`); the last run completes. The uninterrupted reference is conftest.py's `clean_demo`.
+
+One kill per recovery mechanism: ingest (resumable publication), version (a publication cut between `dvc add` and
+the git commit), pretrain (checkpoint resume), finetune (a finished task's run reused, an open one marked KILLED),
+promote (the pending decision completed), monitor (the area prepared once). Kills that would test a mechanism again
+are left to the tests that cover it without the whole demo: inside validate's GX run (nothing is published before it
+ends; the later window, after the quarantine write, is test_publish_windows.py's validate kill), evaluate after its
+MLflow run (the run journal's reuse of a finished run: test_publish_windows.py's `pretrain.after_run` kill and
+test_run_journal.py), register after the version row (an incomplete version completed by the rerun:
+test_mlflow_faults.py).
 """
 
 from __future__ import annotations
@@ -38,10 +45,6 @@ from tests.reliability.demo_runs import (
 slow = pytest.mark.slow  # every test on the killed chain; the ledger test below is quick
 
 
-def _in_validate(ws: Path) -> dict | None:
-    return {"gx": True} if (ws / "data" / "reports" / "gx").exists() else None  # GX is checking the tables
-
-
 def _in_version(ws: Path) -> dict | None:  # `dvc add` of the governance folders: after dvc commit, before git commit
     return {"dvc_add": True} if (ws / "data" / "reports.dvc").exists() else None
 
@@ -51,20 +54,14 @@ def _in_pretrain(ws: Path) -> dict | None:  # a checkpoint written, training not
     return {"checkpoints": {str(p): p.stat().st_ino for p in ckpts}} if ckpts else None
 
 
-def _in_register(ws: Path) -> dict | None:  # the version row exists, its tags and alias not yet
-    rows = mlflow_rows(ws, "SELECT version FROM model_versions")
-    return {"versions": rows} if rows else None
-
-
 def _in_monitor(ws: Path) -> dict | None:  # the area ingested and validated, drift under way; no MLflow run yet
     areas = sorted((ws / "data" / "monitoring").glob("*")) if (ws / "data" / "monitoring").exists() else []
     return {"area": areas[0].name, "files": sorted(p.name for p in areas[0].iterdir())} if areas else None
 
 
 # (stage, watched side effect, or the fault point where the run kills itself when nothing can be watched)
-KILLS = [("validate", _in_validate, None), ("version", _in_version, None), ("pretrain", _in_pretrain, None),
-         ("finetune", None, "finetune.in_run@2"), ("evaluate", None, "evaluate.after_run"),
-         ("register", _in_register, None), ("promote", None, "promote.after_verdict"), ("monitor", _in_monitor, None)]
+KILLS = [("version", _in_version, None), ("pretrain", _in_pretrain, None), ("finetune", None, "finetune.in_run@2"),
+         ("promote", None, "promote.after_verdict"), ("monitor", _in_monitor, None)]
 KILLED = ["ingest", *(stage for stage, _, _ in KILLS)]
 
 
@@ -174,7 +171,7 @@ def test_mlflow_has_one_registered_version_and_no_extra_completed_run(chain, cle
 @slow
 def test_ingest_resumes_only_the_extract_in_flight(chain, clean_demo):
     ws, runs, _ = chain
-    first, second = runs["ingest"], runs["validate"]
+    first, second = runs["ingest"], _next(chain, "ingest")
     everything = clean_demo[1].published()
     assert len(everything) == len(set(everything)) >= 3
     assert first.published() == everything[:3]  # killed while publishing the fourth extract
@@ -188,11 +185,10 @@ DATA, MODEL = {"ingest", "validate"}, {"pretrain", "finetune", "evaluate"}
 
 @slow
 @pytest.mark.parametrize("stage,before", [("version", DATA), ("pretrain", DATA), ("finetune", DATA | {"pretrain"}),
-                                          ("evaluate", DATA | {"pretrain", "finetune"}), ("register", DATA | MODEL),
                                           ("promote", DATA | MODEL), ("monitor", DATA | MODEL)])
 def test_a_rerun_skips_the_stages_finished_before_the_kill(chain, stage, before):
     """The run after the kill in `stage` (the next one in the chain) did not redo what was done: DVC finds the
-    finished stages current, and after register and promote the registry ones are not done twice."""
+    finished stages current, and after promote the registry ones are not done twice."""
     after = _next(chain, stage)
     assert before <= after.skipped_stages(), after.skipped_stages()
     if stage in MODEL:
@@ -217,21 +213,10 @@ def test_finetune_kept_the_task_finished_before_the_kill(chain):
 
 
 @slow
-def test_evaluate_killed_after_its_run_records_that_run(chain):
-    """`evaluate.after_run`: report published and MLflow run ended, ledger event not. The rerun recorded that run
-    (tasks/run_journal.py) and measured nothing again; one finished `evaluate` run is checked by test_mlflow_..."""
-    ws = chain[0]
-    assert "evaluated: kept from an interrupted run" in _next(chain, "evaluate").stderr
-    events = [e for e in ledger_events(ws) if e.stage == "evaluate"]
-    report = json.loads((ws / "models" / "evaluation" / "evaluation.json").read_text())
-    assert len(events) == 1 and events[0].facts["mlflow_run_id"] == report["mlflow_run_id"]
-
-
-@slow
 def test_runs_a_kill_left_open_are_closed_as_killed(chain):
     """The finetune kill came inside the second task's MLflow run: the rerun marked that run KILLED (tagged
-    mmfm.interrupted) instead of leaving it RUNNING forever; no run of the workspace is left RUNNING (register's and
-    monitor's kills came outside their runs)."""
+    mmfm.interrupted) instead of leaving it RUNNING forever; no run of the workspace is left RUNNING (monitor's kill
+    came outside its run)."""
     ws = chain[0]
     assert mlflow_rows(ws, "SELECT name FROM runs WHERE status = 'RUNNING'") == []
     killed = mlflow_rows(ws, "SELECT r.name FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "

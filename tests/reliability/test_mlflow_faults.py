@@ -113,8 +113,8 @@ def test_server_killed_mid_register_leaves_a_marked_version_that_the_rerun_compl
         trained_workspace, tmp_path, monkeypatch):
     import mlflow
 
-    from flows.registry import REGISTRATION, load_verified
     from tasks.registry.integrity import MANIFEST_HASH_TAG, IntegrityError
+    from tasks.registry.staging import REGISTRATION, load_verified
 
     ws = tmp_path / "ws"
     shutil.copytree(trained_workspace[0].root, ws, symlinks=True)

@@ -107,7 +107,7 @@ def test_a_torn_journal_is_forgotten(ws):
 def test_settle_promotion_removes_only_a_marker_whose_records_are_all_written(ws):
     import mlflow
 
-    from flows.registry import PROMOTING, settle_promotion
+    from tasks.registry.promotion import PROMOTING, settle_promotion
 
     client = mlflow.MlflowClient()
     client.create_registered_model("m")

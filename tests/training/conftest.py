@@ -42,7 +42,7 @@ def _ingest_site(cohort: Path, ws: Workspace, site: str) -> None:
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory) -> tuple[Workspace, Path]:
     """(workspace with data/curated published, the generated cohort folder holding truth/)."""
-    from flows.validate import _publish, _staged_tables
+    from tasks.validation.publish import publish_curated, staged_tables
 
     root = tmp_path_factory.mktemp("train-ws")
     cohort = root / "cohort"
@@ -51,5 +51,5 @@ def workspace(tmp_path_factory) -> tuple[Workspace, Path]:
     for site in sorted(p.name for p in cohort.iterdir() if (p / "fhir").is_dir()):
         _ingest_site(cohort, ws, site)
     build_cohort(ws.staged)
-    _publish(ws, _staged_tables(ws, SPLITS))
+    publish_curated(ws, staged_tables(ws, SPLITS))
     return ws, cohort

@@ -1,8 +1,4 @@
-"""The model commands of `mmfm` (pretrain, finetune, evaluate), registered on flows.cli's app.
-
-Kept apart from flows/cli.py so each file stays one screenful per concern; imports stay lazy (torch, MLflow and
-Prefect load only when a command runs, never for `mmfm --help`).
-"""
+"""The model commands of `mmfm`: pretrain, finetune and evaluate (torch, MLflow and Prefect load only when one runs)."""
 
 from __future__ import annotations
 
@@ -11,23 +7,13 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import DebugOpt, JsonOpt, WorkspaceOpt, _console, _run_flow, app, command, use_workspace
+from flows.cli.common import DebugOpt, JsonOpt, WorkspaceOpt, app, command, run_flow, say, threads, use_workspace
 
 TASK_HELP = "Clinical task: diagnosis (4 classes), risk (death within a year) or survival (Cox). Repeatable."
 
 
-def _threads() -> None:
-    """One intra-op thread per core we may use: oversubscribed BLAS threads slow CPU training several-fold."""
-    import os
-
-    import torch
-
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
-
-
-def _render_pretrain(r: dict) -> None:
-    _console(stderr=False).print(
-        f"pre-trained {r['model']} for {r['steps']} steps (loss {r['first_loss']:.4f} -> {r['final_loss']:.4f}) on "
+def render_pretrain(r: dict) -> None:
+    say(f"pre-trained {r['model']} for {r['steps']} steps (loss {r['first_loss']:.4f} -> {r['final_loss']:.4f}) on "
         f"dataset {r['dataset_version']}\n  backbone: {r['backbone']}\n  MLflow run: {r['mlflow_run_id']}")
 
 
@@ -42,18 +28,16 @@ def pretrain(
 ) -> None:
     """Pre-train the multimodal backbone on the curated training split (contrastive + masked-modality)."""
     root = use_workspace(workspace)
-    _threads()
-    _run_flow("flows.pretrain", "pretrain_flow", as_json, debug, _render_pretrain, workspace=root, model=model,
-              steps=steps, nproc=nproc, resume=not fresh)
+    threads()
+    run_flow("flows.pretrain", "pretrain_flow", as_json, debug, render_pretrain, workspace=root, model=model,
+             steps=steps, nproc=nproc, resume=not fresh)
 
 
-def _render_finetune(r: dict) -> None:
-    con = _console(stderr=False)
+def render_finetune(r: dict) -> None:
     for name, t in r["tasks"].items():
-        con.print(f"{name}: {t['trainable_params']:,} of {t['total_params']:,} parameters trained on "
-                  f"{t['train_patients']} patients (label fraction {r['label_fraction']}); MLflow run "
-                  f"{t['mlflow_run_id']}")
-    con.print(f"adapters: {r['adapters']} (backbone sha256 {r['backbone_sha256'][:12]})")
+        say(f"{name}: {t['trainable_params']:,} of {t['total_params']:,} parameters trained on "
+            f"{t['train_patients']} patients (label fraction {r['label_fraction']}); MLflow run {t['mlflow_run_id']}")
+    say(f"adapters: {r['adapters']} (backbone sha256 {r['backbone_sha256'][:12]})")
 
 
 @app.command()
@@ -70,21 +54,20 @@ def finetune(
 ) -> None:
     """Fine-tune task heads + LoRA adapters on the frozen backbone."""
     root = use_workspace(workspace)
-    _threads()
-    _run_flow("flows.finetune", "finetune_flow", as_json, debug, _render_finetune, workspace=root, tasks=task,
-              label_fraction=label_fraction, backbone=backbone, steps=steps, resume=not fresh)
+    threads()
+    run_flow("flows.finetune", "finetune_flow", as_json, debug, render_finetune, workspace=root, tasks=task,
+             label_fraction=label_fraction, backbone=backbone, steps=steps, resume=not fresh)
 
 
-def _render_evaluate(r: dict) -> None:
-    con = _console(stderr=False)
-    con.print(f"test split of dataset {r['dataset_version']}: {r['test_patients']} patients")
+def render_evaluate(r: dict) -> None:
+    say(f"test split of dataset {r['dataset_version']}: {r['test_patients']} patients")
     for name, t in r["tasks"].items():
         m = t["metrics"][t["primary_metric"]]
         without = ", ".join(f"{mod} {res[t['primary_metric']]['value']}" for mod, res in t["without_modality"].items()
                             if t["primary_metric"] in res)
-        con.print(f"  {name}: {t['primary_metric']} {m['value']} (95% CI {m['ci_low']}-{m['ci_high']}); "
-                  f"without one modality: {without}")
-    con.print(f"  report: {Path(r.get('report', ''))}  MLflow run: {r['mlflow_run_id']}")
+        say(f"  {name}: {t['primary_metric']} {m['value']} (95% CI {m['ci_low']}-{m['ci_high']}); "
+            f"without one modality: {without}")
+    say(f"  report: {Path(r.get('report', ''))}  MLflow run: {r['mlflow_run_id']}")
 
 
 @app.command()
@@ -98,6 +81,6 @@ def evaluate(
 ) -> None:
     """Evaluate every fine-tuned task on the held-out test split (CIs, subgroups, missing modalities, baselines)."""
     root = use_workspace(workspace)
-    _threads()
-    _run_flow("flows.evaluate", "evaluate_flow", as_json, debug, _render_evaluate, workspace=root, cohort=cohort,
-              baselines=baselines)
+    threads()
+    run_flow("flows.evaluate", "evaluate_flow", as_json, debug, render_evaluate, workspace=root, cohort=cohort,
+             baselines=baselines)

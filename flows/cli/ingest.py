@@ -1,0 +1,112 @@
+"""`mmfm ingest {dicom,pacs,fhir,omics}`: bring an extract across the de-identification boundary into staged tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.cli.common import DebugOpt, JsonOpt, WorkspaceOpt, app, command, emit, quiet_tracebacks, say, use_workspace
+
+ingest_app = typer.Typer(help="Bring an extract across the de-identification boundary into staged tables.",
+                         no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
+SiteOpt = Annotated[str, typer.Option("--site", help="The site (hospital) the extract comes from, e.g. site-a.")]
+RunnerOpt = Annotated[str, typer.Option("--runner", help=(
+    "Prefect task runner: threads, dask or ray (a local cluster on loopback, or the one MMFM_DASK_ADDRESS / "
+    "MMFM_RAY_ADDRESS names)."))]
+
+
+def run_ingest(flow_name: str, as_json: bool, runner: str, debug: bool = False, **params) -> None:
+    from tasks.deid import key_from_settings
+
+    key_from_settings()  # refuse before starting anything when MMFM_PSEUDONYM_KEY is missing or short
+    from flows import ingest
+    from tasks.runners import task_runner
+
+    quiet_tracebacks(debug)
+    flow_fn = getattr(ingest, flow_name).with_options(task_runner=task_runner(runner))
+    emit(flow_fn(**params), as_json, render_ingest)
+
+
+def render_ingest(s: dict) -> None:
+    if s.get("message"):
+        say(s["message"])
+    say(f"{s['source']} from {s['site']}: received {s['received']}, ingested {s['ingested']}, "
+        f"quarantined {s['quarantined']}")
+    for rule, n in s.get("quarantine_reasons", {}).items():
+        say(f"  quarantined under {rule}: {n}")
+    for table, n in s.get("tables", {}).items():
+        say(f"  staged {table}: {n} rows")
+    if s.get("quarantine_file"):
+        say(f"quarantine records: {s['quarantine_file']}; de-identification report: {s['deid_report']}")
+
+
+@ingest_app.command("dicom")
+@command
+def ingest_dicom_cmd(
+    source: Annotated[Path, typer.Argument(help="DICOM file, folder (recursive) or zip archive.")],
+    site: SiteOpt, runner: RunnerOpt = "threads", workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Ingest DICOM files: de-identify (PS3.15 basic profile), decode, resample, write tensor shards."""
+    root = use_workspace(workspace)
+    run_ingest("ingest_dicom", as_json, runner, debug=debug, source=source.resolve(), workspace=root, site=site)
+
+
+@ingest_app.command("pacs")
+@command
+def ingest_pacs_cmd(
+    site: SiteOpt,
+    url: Annotated[str | None, typer.Option(
+        "--url", help="DICOMweb base URL, e.g. http://127.0.0.1:8042/dicom-web")] = None,
+    dimse: Annotated[str | None, typer.Option(
+        "--dimse", help="DIMSE instead of DICOMweb: the PACS's HOST:PORT (C-FIND, then C-GET), e.g. 127.0.0.1:4242; "
+                        "loopback only.")] = None,
+    aet: Annotated[str | None, typer.Option("--aet", help="With --dimse: the PACS's AE title (called AET).")] = None,
+    calling_aet: Annotated[str, typer.Option("--calling-aet", help="With --dimse: our AE title.")] = "MMFM",
+    user: Annotated[str | None, typer.Option(envvar="MMFM_PACS_USER")] = None,
+    password: Annotated[str | None, typer.Option(envvar="MMFM_PACS_PASSWORD")] = None,
+    runner: RunnerOpt = "threads", workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Fetch new studies from a PACS, over DICOMweb (QIDO-RS, WADO-RS) or DIMSE (C-FIND, C-GET), and ingest them."""
+    if (url is None) == (dimse is None):
+        raise ValueError("give either --url (DICOMweb) or --dimse HOST:PORT --aet AET (DIMSE)")
+    root = use_workspace(workspace)
+    if url is not None:
+        auth = (user, password) if user else None
+        run_ingest("ingest_pacs", as_json, runner, debug=debug, url=url, workspace=root, site=site, auth=auth)
+        return
+    from tasks.ingest.remote import parse_dimse
+
+    parse_dimse(dimse, aet, calling_aet)  # a malformed address or AE title: one line, before anything starts
+    run_ingest("ingest_pacs_dimse", as_json, runner, debug=debug, address=dimse, called_aet=aet, workspace=root,
+               site=site, calling_aet=calling_aet)
+
+
+@ingest_app.command("fhir")
+@command
+def ingest_fhir_cmd(
+    source: Annotated[Path, typer.Argument(help="FHIR bulk-export folder (manifest + NDJSON) or Bundle JSON.")],
+    site: SiteOpt, workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Ingest a FHIR R4 bulk export: reconcile the manifest, check, de-identify, flatten to staged tables."""
+    root = use_workspace(workspace)
+    run_ingest("ingest_fhir_flow", as_json, "threads", debug=debug, source=source.resolve(), workspace=root,
+               site=site)
+
+
+@ingest_app.command("omics")
+@command
+def ingest_omics_cmd(
+    source: Annotated[Path, typer.Argument(help="Matrix file or folder (CSV, TSV, parquet).")],
+    site: SiteOpt,
+    sample_sheet: Annotated[Path | None, typer.Option("--sample-sheet", help="sample id -> MRN sheet.")] = None,
+    workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Ingest an omics matrix; samples map to patients through the sample sheet."""
+    root = use_workspace(workspace)
+    run_ingest("ingest_omics_flow", as_json, "threads", debug=debug, source=source.resolve(), workspace=root,
+               site=site, sample_sheet=sample_sheet.resolve() if sample_sheet else None)

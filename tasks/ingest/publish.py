@@ -1,0 +1,78 @@
+"""Publishing one ingested extract: staged parts, quarantine records, the de-identification report, the ledger event
+and, last, the ingest-state record that commits it; and which part of an extract is new.
+
+Safe to kill anywhere and rerun: every file is written atomically (tasks.atomic) under a name fixed by the extract
+(parts) or by the run that first claimed the extract (quarantine, report, ledger event; see IngestState.claim), so
+the rerun of a killed publish overwrites the same files with the same bytes and finds its ledger event again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from tasks.atomic import write_text
+from tasks.faults import kill_point
+from tasks.ingest.accounting import BatchResult
+from tasks.ingest.landing import Extract
+from tasks.ingest.quarantine import Quarantine
+from tasks.ingest.staged import build_cohort, write_part
+from tasks.ingest.state import IngestState
+from tasks.lineage import record
+from tasks.workspace import Workspace
+
+
+def new_part(extract: Extract, state: IngestState, always: tuple[str, ...] = ()) -> tuple[Extract, int]:
+    """The files of an extract not processed before (plus metadata files named in `always`), and how many were."""
+    done = state.processed(extract.source, extract.site)
+    keep = tuple(f for f in extract.files if f.sha256 not in done or Path(f.rel_path).name in always)
+    return dataclasses.replace(extract, files=keep), len(extract.files) - len(keep)
+
+
+def nothing_new(extract: Extract, skipped: int, source: str) -> dict:
+    """The summary of an extract whose every file was ingested before."""
+    return {"source": source, "site": extract.site, "extract_id": extract.extract_id, "new_files": 0,
+            "already_ingested_files": skipped, "received": 0, "ingested": 0, "quarantined": 0,
+            "quarantine_reasons": {}, "message": "nothing new: every file of this extract was ingested before"}
+
+
+def publish(ws: Workspace, extract: Extract, result: BatchResult, skipped: int, this_run: str) -> dict:
+    """Write staged parts, the quarantine and the de-identification report; remember what was processed.
+
+    `this_run` is the calling flow run's id; an earlier run killed while publishing the same extract lends its own
+    instead. The ingest-state record comes last and is the commit point: until it exists the extract counts as not
+    ingested.
+    """
+    if not result.balanced():
+        raise RuntimeError(f"accounting broke for extract {extract.extract_id}: received {result.received}, "
+                           f"ingested {result.ingested}, quarantined {result.quarantined}")
+    state = IngestState(ws.state)
+    run_id = state.claim(extract.source, extract.site, extract.extract_id, this_run)
+    tables, written = {}, []
+    for table, rows in sorted(result.rows.items()):
+        path = write_part(ws.staged, table, extract.extract_id, rows)
+        if path is not None:
+            tables[table] = len(rows)
+            written.append(path)
+    quarantine = Quarantine(run_id)
+    quarantine.extend(result.rejections)
+    qpath = quarantine.write(ws.quarantine)
+    report = write_text(ws.reports / f"deid-{run_id}.json", result.deid.to_json())
+    kill_point("ingest.after_parts")
+    cohort = build_cohort(ws.staged)
+    written += [ws.root / f for f in result.files_written] + [p for p in (qpath, report) if p is not None]
+    event = record(ws, "ingest", run_id, inputs=[ws.landing / extract.source / f"{extract.extract_id}.json"],
+                   outputs=written, params={"source": extract.source, "site": extract.site},
+                   facts={"received": result.received, "ingested": result.ingested,
+                          "quarantined": result.quarantined})
+    kill_point("ingest.after_ledger")
+    state.mark_processed([f.sha256 for f in extract.files], extract.source, extract.site, extract.extract_id, run_id)
+    return {
+        "source": result.source, "site": extract.site, "extract_id": extract.extract_id, "run_id": run_id,
+        "resumed": run_id != this_run, "new_files": len(extract.files), "already_ingested_files": skipped,
+        "received": result.received, "ingested": result.ingested, "quarantined": result.quarantined,
+        "quarantine_reasons": dict(sorted(Quarantine(run_id, result.rejections).reasons().items())),
+        "tables": tables, "patients_in_cohort": cohort.height, "files_written": len(result.files_written),
+        "quarantine_file": str(qpath.relative_to(ws.root)) if qpath else None,
+        "deid_report": str(report.relative_to(ws.root)), "lineage_event": event.event_id, **result.facts,
+    }

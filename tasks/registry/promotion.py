@@ -1,0 +1,169 @@
+"""Promotion and rollback: the gate's decision about one version for one alias, and how it is recorded.
+
+Recording is several writes (decision tag on the version, ledger event, alias history, alias). The decision is
+first kept in the registered-model tag `mmfm.promoting.<alias>` (PROMOTING) and removed as the last write, so a rerun
+after a kill anywhere in between (same version, alias, approver and reason) completes that decision instead of
+judging and recording a second one: one decision tag, one ledger event, the version once in the history. The marker
+lives in the registry, not in a workspace journal, because the decision is about the registry's state.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tasks import tags
+from tasks.workspace import Workspace
+
+PROMOTING = tags.PROMOTING  # + alias
+
+
+class PromotionRefused(RuntimeError):
+    """The gate said no; the message lists every reason."""
+
+
+def history_tag(alias: str) -> str:
+    return tags.key(f"alias_history.{alias}")
+
+
+def candidate_from(client, name: str, version: str, scratch: Path):
+    """The gate's facts about one version, read from its artifacts after they passed the hash check (tags are
+    editable by anyone with EDIT; the hashed artifacts are not): evaluation report, backbone meta, contract results;
+    plus a PHI scan of everything it ships."""
+    from tasks.evaluation.assess import subgroup_primary
+    from tasks.registry.gate import Candidate
+    from tasks.registry.integrity import IntegrityError
+    from tasks.registry.phi_scan import scan_artifacts
+    from tasks.registry.staging import download_verified
+    from tasks.workspace import VALIDATION_REPORT
+
+    try:
+        local = download_verified(f"{name}/{version}", scratch / f"v{version}")
+    except IntegrityError:
+        return Candidate(name=name, version=str(version), artifact_integrity_ok=False)
+
+    def read(relative: str) -> dict:
+        found = sorted(local.rglob(relative))
+        return json.loads(found[0].read_text()) if found else {}
+
+    evaluation = read("evaluation/evaluation.json")
+    diag = (evaluation.get("tasks") or {}).get("diagnosis") or {}
+    validation = read(f"governance/{VALIDATION_REPORT}")
+    metrics = {k: v["value"] for k, v in (diag.get("metrics") or {}).items() if v.get("value") is not None}
+    return Candidate(name=name, version=str(version), metrics=metrics,
+                     evaluated_split=evaluation.get("split"),
+                     evaluated_dataset_version=evaluation.get("dataset_version"),
+                     trained_dataset_version=read("bundle/backbone/meta.json").get("dataset_version"),
+                     subgroup_metrics=subgroup_primary(diag) if diag else {},
+                     contracts_passed=None if not validation else validation.get("blocked") is False,
+                     phi_findings=scan_artifacts(local), artifact_integrity_ok=True)
+
+
+def history(client, name: str, alias: str) -> list[str]:
+    tag = client.get_registered_model(name).tags.get(history_tag(alias))
+    return json.loads(tag) if tag else []
+
+
+def pending_promotion(client, name: str, version: str, alias: str, approver: str, reason: str) -> dict | None:
+    """The decision of an earlier promote of the same version to the same alias, by the same approver for the same
+    reason, that was stopped before its records were all written."""
+    tag = client.get_registered_model(name).tags.get(f"{PROMOTING}{alias}")
+    pending = json.loads(tag) if tag else None
+    if not pending or pending["version"] != str(version):
+        return None
+    return pending if (pending["verdict"]["approver"], pending["verdict"]["reason"]) == (approver, reason) else None
+
+
+def settle_promotion(client, name: str, alias: str) -> bool:
+    """Remove the pending-decision marker a kill left after its approved promotion was fully written (the alias on
+    the marker's version, which ends the alias history; the ledger event comes before both); -> whether it did."""
+    import mlflow
+
+    tag = client.get_registered_model(name).tags.get(f"{PROMOTING}{alias}")
+    if not tag:
+        return False
+    pending = json.loads(tag)
+    try:
+        current = str(client.get_model_version_by_alias(name, alias).version)
+    except mlflow.exceptions.MlflowException:
+        return False
+    if pending["verdict"]["decision"] != "approved" or current != pending["version"] \
+            or history(client, name, alias)[-1:] != [current]:
+        return False
+    client.delete_registered_model_tag(name, f"{PROMOTING}{alias}")
+    return True
+
+
+def decide(ws: Workspace, client, name: str, version: str, alias: str, approver: str, reason: str) -> dict:
+    """Judge the candidate against the current holder of `alias` with the gate; -> the decision to record."""
+    import mlflow
+
+    from tasks.registry.gate import GatePolicy, evaluate_gate
+
+    with tempfile.TemporaryDirectory(dir=ws.state) as tmp:
+        candidate = candidate_from(client, name, version, Path(tmp))
+        champion = None
+        try:
+            current = client.get_model_version_by_alias(name, alias).version
+        except mlflow.exceptions.MlflowException:
+            current = None
+        if current is not None and str(current) != str(version):
+            champion = candidate_from(client, name, current, Path(tmp))
+    decision = evaluate_gate(candidate, champion, GatePolicy.from_params(ws.params()))
+    now = datetime.now(UTC)
+    verdict = {"decision": "approved" if decision.approved else "refused", "alias": alias, "approver": approver,
+               "reason": reason, "at": now.isoformat(timespec="seconds"), "reasons": decision.reasons,
+               "champion_before": None if current is None else str(current)}
+    return {"version": str(version), "stamp": now.strftime("%Y%m%dT%H%M%SZ"),  # tag keys take no '+'
+            "verdict": verdict, "checks": decision.checks}
+
+
+def pending_or_decide(ws: Workspace, client, name: str, version: str, alias: str, approver: str,
+                      reason: str) -> dict:
+    """Recover: the decision an interrupted promote left (same version, alias, approver, reason), else a new one,
+    kept in the pending marker before anything else is written."""
+    pending = pending_promotion(client, name, version, alias, approver, reason)
+    if pending is None:
+        pending = decide(ws, client, name, version, alias, approver, reason)
+        client.set_registered_model_tag(name, f"{PROMOTING}{alias}", json.dumps(pending))
+    return pending
+
+
+def write_verdict(client, name: str, version: str, alias: str, pending: dict) -> None:
+    """The decision tag on the version (same key on a rerun: the marker keeps the stamp)."""
+    verdict = pending["verdict"]
+    client.set_model_version_tag(name, version, tags.key(f"{verdict['decision']}.{alias}.{pending['stamp']}"),
+                                 json.dumps(verdict))
+
+
+def move_alias(client, name: str, version: str, alias: str) -> None:
+    """Approved: the version ends the alias history (once), takes the alias, and the marker goes last."""
+    past = history(client, name, alias)
+    if past[-1:] != [str(version)]:
+        client.set_registered_model_tag(name, history_tag(alias), json.dumps([*past, str(version)]))
+    client.set_registered_model_alias(name, alias, version)
+    client.delete_registered_model_tag(name, f"{PROMOTING}{alias}")
+
+
+def refuse(client, name: str, version: str, alias: str, verdict: dict) -> PromotionRefused:
+    """Refused: the marker goes (the refusal is recorded); -> the exception to raise."""
+    client.delete_registered_model_tag(name, f"{PROMOTING}{alias}")
+    return PromotionRefused(f"{name}/{version} not promoted to {alias}: " + " | ".join(verdict["reasons"]))
+
+
+def roll_back(client, name: str, alias: str, approver: str, reason: str) -> dict:
+    """Give `alias` back to the version that held it before the current one; -> the verdict recorded on it."""
+    past = history(client, name, alias)
+    if len(past) < 2:
+        raise PromotionRefused(f"{name}@{alias} has no earlier version to roll back to (history: {past})")
+    current, previous = past[-1], past[-2]
+    client.set_registered_model_alias(name, alias, previous)
+    client.set_registered_model_tag(name, history_tag(alias), json.dumps(past[:-1]))
+    now = datetime.now(UTC)
+    at, stamp = now.isoformat(timespec="seconds"), now.strftime("%Y%m%dT%H%M%SZ")
+    verdict = {"decision": "rolled_back", "alias": alias, "approver": approver, "reason": reason, "at": at,
+               "from_version": current, "to_version": previous}
+    client.set_model_version_tag(name, previous, tags.key(f"rolled_back.{alias}.{stamp}"), json.dumps(verdict))
+    return verdict

@@ -1,0 +1,33 @@
+"""Batch scoring with a registered version: its artifacts hash-verified, then a curated folder read in the model's
+own gene order and scored by its pyfunc."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from tasks.workspace import Workspace
+
+
+def score_curated(pyfunc_model, bundle: Path, curated: Path, split: str | None):
+    """Records of a curated folder (in the model's gene order) scored by the pyfunc -> pandas DataFrame."""
+    from tasks.registry.records import records_from_split
+    from tasks.training.bundle import load_backbone
+    from tasks.training.data import load_split
+    from tasks.training.dataset import DatasetConfig
+
+    _, tokenizer, meta = load_backbone(bundle / "backbone")
+    genes = meta.get("omics_genes")
+    data = load_split(curated, split, tokenizer, DatasetConfig(genes=tuple(genes) if genes else None))
+    return pyfunc_model.predict(records_from_split(data))
+
+
+def score_version(ws: Workspace, model_version: str, curated: Path, split: str | None):
+    """Score `curated` (one split, or None: every patient) with a registered version -> pandas DataFrame."""
+    from tasks.registry.staging import load_verified
+
+    with tempfile.TemporaryDirectory(dir=ws.state) as tmp:
+        pyfunc_model = load_verified(model_version, Path(tmp))
+        frame = score_curated(pyfunc_model, next(Path(tmp).rglob("bundle")), curated, split)
+    frame["model_version"] = model_version
+    return frame
