@@ -31,7 +31,7 @@ def prepare_area(ws: Workspace, source: Path, kind: str) -> dict:
     from flows.ingest import run as ingest
     from flows.pipeline import render_dvc_yaml
     from flows.validate import validate
-    from tasks.stage_status import commit_if_finished, stage_is_current
+    from tasks.stage.status import commit_if_finished, stage_is_current
     from tasks.validation.publish import ValidationBlocked
 
     if kind not in KINDS:

@@ -12,11 +12,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tasks.demo import cohort_is_current, evaluation_headline, synth_config
 from tasks.ingest.state import ensure_demo_key
+from tasks.synth.demo import cohort_is_current, evaluation_headline, synth_config
 from tasks.synth.generate import SynthConfig, generate
 from tasks.synth.truth import bayes_report, load_truth
-from tasks.versioning import head_unrecorded, unpublished
+from tasks.versioning.publish import head_unrecorded, unpublished
 from tasks.workspace import init_workspace
 from tasks.workspace_lock import holds_workspace_lock
 

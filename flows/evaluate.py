@@ -16,11 +16,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.atomic import fresh_dir
-from tasks.dataset_version import current
 from tasks.evaluation import report
 from tasks.evaluation.report import SPLIT
-from tasks.stage_run import run_key, stage_run
+from tasks.stage.run import run_key, stage_run
 from tasks.validation.curated_check import check_curated
+from tasks.versioning.dataset import current
 from tasks.workspace import Workspace
 
 

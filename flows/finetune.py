@@ -5,7 +5,7 @@ survival: Cox). `label_fraction` keeps a stratified share of the training labels
 The backbone comes from models/backbone/ (the pretrain stage's output) or from MLflow (`runs:/<id>/backbone` or a
 registered `models:/<name>/<version>`); each adapter in models/finetuned/<task>/ names the sha256 of the backbone
 weights it needs, and its MLflow run carries the backbone's run id, the dataset version and the code version.
-One journal per task (tasks/stage_run.py): a rerun after a kill reuses the tasks that finished.
+One journal per task (tasks/stage/run.py): a rerun after a kill reuses the tasks that finished.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.atomic import fresh_dir, replace_dir
-from tasks.dataset_version import current
-from tasks.stage_run import run_key, stage_run
+from tasks.stage.run import run_key, stage_run
 from tasks.training import adapters
 from tasks.validation.curated_check import check_curated
+from tasks.versioning.dataset import current
 from tasks.workspace import Workspace
 
 

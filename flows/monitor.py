@@ -28,7 +28,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.area import prepare_area
 from tasks.monitoring import report as drift
 from tasks.registry.client import parse_ref
-from tasks.stage_run import run_key, stage_run
+from tasks.stage.run import run_key, stage_run
 from tasks.workspace import Workspace, lock_hash
 
 

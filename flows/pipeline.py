@@ -5,7 +5,7 @@ the DAG's contract and `dvc.lock` its ledger of hashes. The `pipeline` flow walk
 whether each is out of date, runs only those (as Prefect subflows, in this process), and has DVC record their
 outputs after (`dvc commit`), so a rerun with no new data does no work and says which stages it skipped, and a new
 extract reruns only what depends on it. A stage whose last ledger event already describes the workspace (a kill came
-between that event and `dvc commit`) is only committed, not run again (tasks.stage_status reads where each stage
+between that event and `dvc commit`) is only committed, not run again (tasks.stage.status reads where each stage
 stands). `dvc repro` in a workspace runs the same
 stages (`python -m flows.<stage>`).
 A run holds the workspace lock (tasks.workspace_lock) throughout, and checks data/curated against validate's record
@@ -22,8 +22,8 @@ from pathlib import Path
 import yaml
 from prefect import flow, get_run_logger
 
-from tasks.faults import kill_point
-from tasks.stage_status import commit_if_finished, stage_is_current
+from tasks.stage.faults import kill_point
+from tasks.stage.status import commit_if_finished, stage_is_current
 from tasks.validation.curated_check import check_curated
 from tasks.vcs import dvc_run
 from tasks.workspace_lock import holds_workspace_lock

@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.area import prepare_area
 from tasks.registry import scoring
 from tasks.registry.client import parse_ref
-from tasks.stage_run import stage_run
+from tasks.stage.run import stage_run
 from tasks.workspace import Workspace
 
 

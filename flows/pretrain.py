@@ -6,7 +6,7 @@ modelling + modality dropout) in this process or under `torchrun` with `nproc` r
 and writes models/backbone/ (tasks.training.bundle). The MLflow run carries the losses, the parameters, the dataset
 version and the code version, with the backbone as its artifact; the ledger gets a `pretrain` event.
 A killed run resumes from its last checkpoint (.mmfm/checkpoints/<run key>/) with the same loss curve; a run killed
-after its MLflow run and before its ledger event is recorded, not trained again (tasks/stage_run.py).
+after its MLflow run and before its ledger event is recorded, not trained again (tasks/stage/run.py).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.dataset_version import current
-from tasks.stage_run import run_key, stage_run
+from tasks.stage.run import run_key, stage_run
 from tasks.training import backbone
 from tasks.validation.curated_check import check_curated
+from tasks.versioning.dataset import current
 from tasks.workspace import Workspace
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from tasks.faults import kill_point
 from tasks.registry import promotion
 from tasks.registry.client import parse_ref
-from tasks.stage_run import stage_run
+from tasks.stage.faults import kill_point
+from tasks.stage.run import stage_run
 
 
 @flow(name="promote")

@@ -15,10 +15,10 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from tasks import tags
-from tasks.dataset_version import current
 from tasks.registry import staging as reg
 from tasks.registry.client import DEFAULT_NAME
-from tasks.stage_run import run_key, stage_run
+from tasks.stage.run import run_key, stage_run
+from tasks.versioning.dataset import current
 
 
 @flow(name="register")

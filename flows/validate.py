@@ -18,9 +18,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from tasks.faults import kill_point
 from tasks.ingest.quarantine import Quarantine
 from tasks.lineage import artifact_entry, record
+from tasks.stage.faults import kill_point
 from tasks.validation.contracts import validate_tables
 from tasks.validation.publish import (
     ValidationBlocked,
@@ -64,7 +64,7 @@ def validate(workspace: Path) -> dict:
     event = record(ws, "validate", run_id, inputs=[ws.staged], outputs=outputs, params=p,
                    facts={"quarantined": quarantine.count(), "contract_versions": summary["contract_versions"]})
     record_in_dvc(ws)  # after the event: a kill in between leaves DVC finding the stage out of date, never recorded
-    # in dvc.lock without its ledger event (tasks.stage_status.finished_unrecorded() then only commits it)
+    # in dvc.lock without its ledger event (tasks.stage.status.finished_unrecorded() then only commits it)
     summary["lineage_event"] = event.event_id
     get_run_logger().info("validated %d tables; %d rows quarantined", len(report.tables), quarantine.count())
     return summary

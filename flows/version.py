@@ -17,7 +17,7 @@ The commit is the publication, and its ledger event follows it: a kill between t
 commit carries what the event needs as trailers (`Mmfm-Curated-Md5`, `Mmfm-Contracts`), and every run first records
 the event of a HEAD version commit that has none. A run with nothing new since HEAD's version commit publishes
 nothing (no empty commit, no second event for the same data) and returns that version.
-The steps are tasks.versioning's; this file orders them.
+The steps are tasks.versioning.publish's; this file orders them.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.runtime import flow_run
 
-from tasks.faults import kill_point
-from tasks.stage_status import built_stages
-from tasks.versioning import (
+from tasks.stage.faults import kill_point
+from tasks.stage.status import built_stages
+from tasks.versioning.publish import (
     NoSpaceLeft,
     PublishError,
     commit_data,

@@ -51,8 +51,8 @@ def experiment_id(root: Path, name: str) -> str:
 
 
 def dataset_facts(root: Path) -> dict:
-    """The curated data a run uses, as the facts every stage records (tasks/dataset_version.py decides them)."""
-    from tasks.dataset_version import current
+    """The curated data a run uses, as the facts every stage records (tasks/versioning/dataset.py decides them)."""
+    from tasks.versioning.dataset import current
 
     return current(root).facts()
 

@@ -238,9 +238,9 @@ def lineage(
     workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Upstream and downstream of a file, dataset, run or event, from the lineage ledger."""
-    from tasks.dataset_version import find
     from tasks.lineage import Ledger
     from tasks.lineage import lineage as walk
+    from tasks.versioning.dataset import find
 
     root = use_workspace(workspace)
     published = find(root, uri)  # a dataset version (or its git rev) names the `version` event that published it

@@ -9,10 +9,10 @@ import json
 from pathlib import Path
 
 from data_contracts import diagnosis_names
-from tasks.dataset_version import DatasetVersion
-from tasks.faults import kill_point
-from tasks.stage_run import Attempt
+from tasks.stage.faults import kill_point
+from tasks.stage.run import Attempt
 from tasks.training.backbone import train_config
+from tasks.versioning.dataset import DatasetVersion
 from tasks.workspace import Workspace
 
 CLASS_NAMES = diagnosis_names()  # data_contracts/labels.yaml

@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from tasks import tags
-from tasks.stage_run import Attempt
+from tasks.stage.run import Attempt
 from tasks.workspace import Workspace
 
 EXPERIMENT = "mmfm-monitoring"
@@ -101,12 +101,12 @@ def drift_report(ws: Workspace, p: dict, model_version: str, prepared: dict, out
     """Score the prepared area, test every drift family, fire the retraining trigger on a breach, and write
     out/drift.json (+ tabular.html); -> the report."""
     from tasks.atomic import write_json
-    from tasks.dataset_version import current as dataset_version
     from tasks.monitoring.findings import describe
     from tasks.monitoring.trigger import RetrainTrigger
     from tasks.training.data import load_split
     from tasks.training.dataset import DatasetConfig
     from tasks.training.fit import predict
+    from tasks.versioning.dataset import current as dataset_version
 
     area = prepared["area"]
     dx, tokenizer, bmeta, evaluation = _load_model(ws, model_version)

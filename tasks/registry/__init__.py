@@ -3,7 +3,7 @@
 Pure functions here; the registry's MLflow side lives beside them: client.py (naming a version, the MLflow
 outage policy), staging.py (what a version holds, registering it, loading it verified), promotion.py (gate
 decision, pending marker, alias history, rollback), scoring.py (batch scoring). flows/register.py and
-flows/promote.py wire them through tasks/stage_run.py.
+flows/promote.py wire them through tasks/stage/run.py.
 
     tags = manifest_tags(hash_tree(model_dir))          # -> client.set_model_version_tag(name, version, k, v)
     verify_tree(model_dir, manifest_from_tags(tags))    # before load: raises IntegrityError naming files

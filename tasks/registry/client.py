@@ -1,6 +1,6 @@
 """Talking to the MLflow registry: naming a version, and what an unreachable tracking server looks like.
 
-One outage policy for every stage (tasks/stage_run.py applies it): an MLflow call that fails for want of a server
+One outage policy for every stage (tasks/stage/run.py applies it): an MLflow call that fails for want of a server
 (refused, dropped or timed-out connection, after the client's own bounded retries: tasks.settings) becomes
 `TrackingUnreachable`, whose message is one line naming the tracking URI. An answer from the server (403, a missing
 model, ...) is not an outage and passes through unchanged.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tasks import tags
 from tasks.registry.client import parse_ref
-from tasks.stage_run import Attempt
+from tasks.stage.run import Attempt
 from tasks.workspace import Workspace
 
 PIP = ["torch==2.13.0", "transformers==5.24.0", "peft==0.21.2", "monai==1.6.1", "mlflow==3.17.2", "pandas==2.3.3",

@@ -1,5 +1,5 @@
 """The finetune stage's work: one adapter + head per clinical task on a frozen backbone, each logged as its own
-MLflow run (journaled per task: tasks/stage_run.py) and published together as models/finetuned/<task>/.
+MLflow run (journaled per task: tasks/stage/run.py) and published together as models/finetuned/<task>/.
 
 The backbone comes from models/backbone/ or from MLflow (`runs:/<id>/backbone`, `models:/<name>/<version>`); each
 adapter names the sha256 of the backbone weights it needs.
@@ -11,10 +11,10 @@ import json
 import shutil
 from pathlib import Path
 
-from tasks.dataset_version import DatasetVersion
-from tasks.faults import kill_point
-from tasks.stage_run import Attempt
+from tasks.stage.faults import kill_point
+from tasks.stage.run import Attempt
 from tasks.training.backbone import train_config
+from tasks.versioning.dataset import DatasetVersion
 from tasks.workspace import Workspace
 
 TASKS = ("diagnosis", "risk", "survival")

@@ -1,7 +1,7 @@
 """The pretrain stage's work: train (or resume) the backbone, in this process or under torchrun, then publish
 models/backbone/ and log it as the stage's MLflow run.
 
-Checkpoints live under .mmfm/checkpoints/<run key>/ (tasks/stage_run.py run_key) with the tokenizer beside them.
+Checkpoints live under .mmfm/checkpoints/<run key>/ (tasks/stage/run.py run_key) with the tokenizer beside them.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from tasks.dataset_version import DatasetVersion
-from tasks.faults import kill_point
-from tasks.stage_run import Attempt
+from tasks.stage.faults import kill_point
+from tasks.stage.run import Attempt
+from tasks.versioning.dataset import DatasetVersion
 from tasks.workspace import Workspace
 
 

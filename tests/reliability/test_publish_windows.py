@@ -1,6 +1,6 @@
 """Kill windows of publication, without the whole demo: a small workspace (10 generated patients, 15% corrupt,
 so validate quarantines orphaned rows) ingested in this process; `mmfm validate`, `mmfm version`, `mmfm pretrain`
-and a pipeline run as subprocesses that SIGKILL themselves at a fault point (tasks/faults.py) between a write and
+and a pipeline run as subprocesses that SIGKILL themselves at a fault point (tasks/stage/faults.py) between a write and
 the record of it; the reruns run here.
 
 - `validate.after_quarantine`: the quarantine file written, report, curated tables and ledger event not. The file is
@@ -8,7 +8,7 @@ the record of it; the reruns run here.
 - `version.after_commit`: the dataset version committed, its ledger event not. The rerun records that commit's event
   (from the commit's trailers) and publishes nothing new: one commit, one event.
 - `pretrain.after_run`: the backbone published and its MLflow run ended, the ledger event not. The rerun records that
-  run (tasks/run_journal.py) instead of logging a second one: one finished run, one event naming it.
+  run (tasks/stage/journal.py) instead of logging a second one: one finished run, one event naming it.
 - `pipeline.before_dvc_commit`: a stage (finetune) finished with its ledger event, `dvc commit` not. The rerun
   commits it without running it (flows/pipeline.py finished_unrecorded): one event, three finished task runs.
 """

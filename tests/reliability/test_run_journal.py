@@ -1,4 +1,4 @@
-"""tasks/run_journal.py on a real MLflow (SQLite) and ledger, with the states a kill leaves simulated by stopping
+"""tasks/stage/journal.py on a real MLflow (SQLite) and ledger, with the states a kill leaves simulated by stopping
 short: a run created and never ended is what SIGKILL leaves (the subprocess kills are in test_publish_windows.py and
 test_kill_resume.py). Also flows/registry.py settle_promotion(): the marker a kill leaves after the alias was set."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tasks.lineage import Ledger
-from tasks.run_journal import INTERRUPTED_TAG, RunJournal
+from tasks.stage.journal import INTERRUPTED_TAG, RunJournal
 from tasks.workspace import Workspace
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from tasks.dataset_version import find
 from tasks.lineage import artifact_entry, record
 from tasks.vcs import dvc_run, git
+from tasks.versioning.dataset import find
 from tasks.workspace import Workspace, lock_hash
 
 # files a publishing attempt may write besides the DVC cache and remote (dvc commit, dvc add, core.autostage)

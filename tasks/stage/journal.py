@@ -32,8 +32,8 @@ INTERRUPTED_TAG = tags.INTERRUPTED
 class RunJournal:
     def __init__(self, ws: Workspace, name: str, stage: str, key: str):
         """`name` is unique per run within a stage (`finetune-risk`), `stage` the ledger's stage name, `key` what
-        the run depends on (stage, parameters, data hash: tasks.stage_run.run_key). Stages use it through
-        tasks/stage_run.py (StageRun.attempt), which also decides when it is cleared."""
+        the run depends on (stage, parameters, data hash: tasks.stage.run.run_key). Stages use it through
+        tasks/stage/run.py (StageRun.attempt), which also decides when it is cleared."""
         self.ws, self.stage, self.key = ws, stage, key
         self.dir = ws.state / "runs" / name
         self.file = self.dir / "journal.json"

@@ -12,7 +12,7 @@ What is decided here, once, for pretrain, finetune, evaluate, register, promote,
 - the lock: the workspace's flock (tasks/workspace_lock.py; re-entrant, so `mmfm demo`/`pipeline` holding it can run
   any stage), taken before anything is read, held until the stage returns;
 - the run key (`run_key`): what a reused run must match (stage, parameters, data hash);
-- recovery (`StageRun.attempt`): one tasks/run_journal.py journal per MLflow run of the stage (finetune: one per
+- recovery (`StageRun.attempt`): one tasks/stage/journal.py journal per MLflow run of the stage (finetune: one per
   task); a run a kill left open is closed KILLED, a finished run whose ledger event is missing is reused;
 - the ledger run id (`StageRun.record`): the stage's own id when it names one (register `NAME/VERSION`, promote, so a
   rerun records once), else the Prefect flow run's id, else (called outside a flow run) the stage's fallback
@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tasks.run_journal import RunJournal
+from tasks.stage.journal import RunJournal
 from tasks.workspace import Workspace
 
 EXPERIMENT = "mmfm"  # the MLflow experiment of the model stages

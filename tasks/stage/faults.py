@@ -15,7 +15,7 @@ Points (each named where it is called):
                            nothing logged to it yet
     pretrain.after_run     tasks/training/backbone.py publish_backbone(), tasks/evaluation/report.py
     evaluate.after_run     publish_evaluation(): the stage's MLflow run ended (its outputs published,
-                           tasks/run_journal.py says finished), the ledger event (tasks/stage_run.py record) not yet
+                           tasks/stage/journal.py says finished), the ledger event (tasks/stage/run.py record) not yet
     pipeline.before_dvc_commit  flows/pipeline.py run_stage(): the stage finished (ledger event written), its
                            `dvc commit` not yet
 
