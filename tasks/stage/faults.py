@@ -5,7 +5,7 @@ Points (each named where it is called):
     ingest.after_parts     flows/ingest.py publish(): staged parts, quarantine and de-id report written,
                            the ledger event and the ingest-state record not yet
     ingest.after_ledger    flows/ingest.py publish(): the ledger event written, the ingest-state record not yet
-    lineage.mid_append     tasks/lineage.py Ledger.append(): the row inserted, the transaction not committed
+    lineage.mid_append     tasks/lineage/ledger.py Ledger.append(): the row inserted, the transaction not committed
     validate.after_quarantine  flows/validate.py: the quarantine file written, the validation report, curated
                            tables and ledger event not yet
     version.after_commit   flows/version.py: the dataset version's git commit made, its ledger event not yet
