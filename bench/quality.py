@@ -32,10 +32,10 @@ from tasks.deid import Pseudonymizer
 from tasks.evaluation.assess import headline
 from tasks.evaluation.baselines import bayes, having, late_fusion
 from tasks.training.bundle import LoraSettings
-from tasks.training.data import SplitData, label_fraction, load_split
-from tasks.training.dataset import DatasetConfig
+from tasks.training.curated_dataset import DatasetConfig
 from tasks.training.fit import corpus_tokenizer, finetune, from_scratch, new_model, predict, pretrain
 from tasks.training.loop import TrainConfig
+from tasks.training.split_data import SplitData, label_fraction, load_split
 
 MAX_TEXT = 320  # word pieces: a clinical note is ~200 (95th centile ~270); at 64 the symptoms are cut off
 TIMES: dict[str, float] = {}

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from tasks.evaluation.metrics import HEADLINE, by_group, max_gap, metrics_with_ci
-from tasks.training.data import SplitData
 from tasks.training.fit import predict
+from tasks.training.split_data import SplitData
 
 KIND = {"diagnosis": "multiclass", "risk": "binary", "survival": "survival"}
 PRIMARY = {"multiclass": "auroc_macro", "binary": "auroc", "survival": "c_index"}

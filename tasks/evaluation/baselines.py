@@ -16,9 +16,9 @@ import torch
 
 from models.model import MODALITIES
 from tasks.evaluation.assess import headline
-from tasks.training.data import SplitData
 from tasks.training.fit import from_scratch, new_model, predict
 from tasks.training.loop import TrainConfig
+from tasks.training.split_data import SplitData
 
 
 def having(data: SplitData, modality: str) -> SplitData:

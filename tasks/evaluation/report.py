@@ -31,7 +31,7 @@ def finetuned_tasks(ws: Workspace) -> list[str]:
 def load_test(ws: Workspace):
     """(tokenizer, the held-out split) read with the backbone's tokenizer."""
     from tasks.training.bundle import load_backbone
-    from tasks.training.data import load_split
+    from tasks.training.split_data import load_split
 
     _, tokenizer, _ = load_backbone(ws.models / "backbone")
     try:
@@ -91,7 +91,7 @@ def baselines(ws: Workspace, test, tokenizer, p: dict, cohort: Path | None) -> d
     """Single-modality and late-fusion baselines trained here; the generator's Bayes posterior when synthetic."""
     from tasks.evaluation.baselines import bayes, late_fusion, single_modality
     from tasks.training.bundle import load_adapter, load_backbone
-    from tasks.training.data import load_split
+    from tasks.training.split_data import load_split
 
     backbone, _, bmeta = load_backbone(ws.models / "backbone")
     fused, _, _ = load_adapter(ws.models / "finetuned" / "diagnosis", ws.models / "backbone")

@@ -18,8 +18,8 @@ import pandas as pd
 import polars as pl
 import yaml
 
-from tasks.training.data import SplitData
-from tasks.training.dataset import MODALITIES_2D, MODALITIES_3D, ROOT
+from tasks.training.curated_dataset import MODALITIES_2D, MODALITIES_3D, ROOT
+from tasks.training.split_data import SplitData
 
 LABS_CATALOGUE = ROOT / "data_contracts" / "labs.yaml"
 IMAGE_KINDS = {"2d": MODALITIES_2D, "3d": MODALITIES_3D}  # the model's image_2d / image_3d inputs
@@ -33,7 +33,7 @@ def lab_names() -> list[str]:
 
 def acquisition(curated: Path) -> pd.DataFrame:
     """patient_id -> scanner_2d/3d ("manufacturer model") and intensity_2d/3d (mean pixel value) of the first series
-    by study date of each kind, the series the dataset feeds the model (tasks/training/dataset.py:_image)."""
+    by study date of each kind, the series the dataset feeds the model (tasks/training/curated_dataset.py:_image)."""
     path = Path(curated) / "imaging.parquet"
     frame = pd.DataFrame(columns=["patient_id", *ACQUISITION])
     if not path.exists():

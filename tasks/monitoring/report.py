@@ -103,9 +103,9 @@ def drift_report(ws: Workspace, p: dict, model_version: str, prepared: dict, out
     from tasks.atomic import write_json
     from tasks.monitoring.findings import describe
     from tasks.monitoring.trigger import RetrainTrigger
-    from tasks.training.data import load_split
-    from tasks.training.dataset import DatasetConfig
+    from tasks.training.curated_dataset import DatasetConfig
     from tasks.training.fit import predict
+    from tasks.training.split_data import load_split
     from tasks.versioning.dataset import current as dataset_version
 
     area = prepared["area"]

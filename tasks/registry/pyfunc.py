@@ -36,8 +36,8 @@ def score(models: dict, records: pd.DataFrame, batch_size: int = 64) -> pd.DataF
     import torch
 
     from tasks.registry.records import batch_from_records
-    from tasks.training.data import SplitData
     from tasks.training.fit import predict
+    from tasks.training.split_data import SplitData
 
     diagnosis, tokenizer = models["diagnosis"]
     n_omics = diagnosis.config.omics.n_features if diagnosis.config.omics is not None else None

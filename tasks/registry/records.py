@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tasks.training.data import SplitData
-from tasks.training.dataset import MODALITIES, collate
+from tasks.training.curated_dataset import MODALITIES, collate
+from tasks.training.split_data import SplitData
 
 COLUMNS = ("patient_id", "image_3d", "image_2d", "labs", "notes", "omics")
 

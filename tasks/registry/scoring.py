@@ -13,8 +13,8 @@ def score_curated(pyfunc_model, bundle: Path, curated: Path, split: str | None):
     """Records of a curated folder (in the model's gene order) scored by the pyfunc -> pandas DataFrame."""
     from tasks.registry.records import records_from_split
     from tasks.training.bundle import load_backbone
-    from tasks.training.data import load_split
-    from tasks.training.dataset import DatasetConfig
+    from tasks.training.curated_dataset import DatasetConfig
+    from tasks.training.split_data import load_split
 
     _, tokenizer, meta = load_backbone(bundle / "backbone")
     genes = meta.get("omics_genes")

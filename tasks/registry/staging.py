@@ -87,7 +87,7 @@ def input_example(shapes_from) -> pd.DataFrame:  # noqa: F821 - pandas is import
     import torch
 
     from tasks.registry.records import COLUMNS, records_from_split
-    from tasks.training.data import SplitData
+    from tasks.training.split_data import SplitData
 
     first = shapes_from.take([0])
     blank = {k: torch.zeros_like(v) for k, v in first.tensors.items() if k in ("image_3d", "image_2d")}
@@ -134,7 +134,7 @@ def log_model(ws: Workspace, staging: Path, run_tags: dict[str, str], attempt: A
 
     from tasks.registry.pyfunc import MultimodalPyfunc, load_bundle, score
     from tasks.training.bundle import load_backbone
-    from tasks.training.data import load_split
+    from tasks.training.split_data import load_split
 
     _, tokenizer, _ = load_backbone(ws.models / "backbone")
     example = input_example(load_split(ws.curated, "test", tokenizer))

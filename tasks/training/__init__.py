@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tasks.training.dataset import CuratedDataset, DatasetConfig, collate, model_inputs
+from tasks.training.curated_dataset import CuratedDataset, DatasetConfig, collate, model_inputs
 
 __all__ = ["CuratedDataset", "DatasetConfig", "collate", "model_inputs"]

@@ -46,8 +46,8 @@ def resolve_backbone(ws: Workspace, source: str | None, scratch: Path) -> Path:
 def finetune_one(ws: Workspace, backbone_dir: Path, task_name: str, p: dict, key: str, resume: bool) -> dict:
     """Train one task's adapter and head; -> {trained, lora, backbone_meta, train_patients}."""
     from tasks.training.bundle import LoraSettings, load_backbone
-    from tasks.training.data import label_fraction, load_split
     from tasks.training.fit import finetune
+    from tasks.training.split_data import label_fraction, load_split
 
     backbone, tokenizer, meta = load_backbone(backbone_dir)
     train, val = load_split(ws.curated, "train", tokenizer), load_split(ws.curated, "val", tokenizer)

@@ -47,9 +47,9 @@ def _checkpoint_tokenizer(path: Path, resume: bool):
 
 def train_backbone(ws: Workspace, p: dict, key: str, resume: bool) -> dict:
     """-> {model, tokenizer, losses, val_losses, best_step, counts, world_size}; under torchrun when p['nproc'] > 1."""
-    from tasks.training.data import load_split
-    from tasks.training.dataset import DatasetConfig, model_inputs
+    from tasks.training.curated_dataset import DatasetConfig, model_inputs
     from tasks.training.fit import corpus_tokenizer, new_model, pretrain
+    from tasks.training.split_data import load_split
     from tasks.validation.contracts import check_model_inputs
 
     cfg = train_config(p, "pretrain")

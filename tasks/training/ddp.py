@@ -34,8 +34,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from models.factory import create_model
 from models.model import ModelConfig, MultimodalModel
-from tasks.training.data import EpochBatches, SplitData
 from tasks.training.loop import OBJECTIVES, Batch, Hooks, TrainConfig, latest_checkpoint, train
+from tasks.training.split_data import EpochBatches, SplitData
 from tasks.training.synthetic_batches import SyntheticBatches
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -15,9 +15,9 @@ from models.encoders.text import train_tokenizer
 from models.factory import model_config
 from models.model import MODALITIES, MultimodalModel
 from tasks.training.bundle import LoraSettings, add_lora
-from tasks.training.data import EpochBatches, SplitData
-from tasks.training.dataset import CuratedDataset
+from tasks.training.curated_dataset import CuratedDataset
 from tasks.training.loop import Hooks, TrainConfig, TrainResult, supervised_loss, train
+from tasks.training.split_data import EpochBatches, SplitData
 
 
 @dataclass

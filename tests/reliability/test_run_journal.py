@@ -1,6 +1,7 @@
 """tasks/stage/journal.py on a real MLflow (SQLite) and ledger, with the states a kill leaves simulated by stopping
 short: a run created and never ended is what SIGKILL leaves (the subprocess kills are in test_publish_windows.py and
-test_kill_resume.py). Also tasks/registry/promotion.py settle_promotion(): the marker a kill leaves after the alias was set."""
+test_kill_resume.py). Also tasks/registry/promotion.py settle_promotion(): the marker a kill leaves after the alias
+was set."""
 
 from __future__ import annotations
 

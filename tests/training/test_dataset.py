@@ -14,7 +14,7 @@ import torch
 from models.encoders.text import train_tokenizer
 from models.factory import create_model
 from tasks.training import CuratedDataset, DatasetConfig, collate, model_inputs
-from tasks.training.dataset import MODALITIES
+from tasks.training.curated_dataset import MODALITIES
 from tasks.validation.contracts import check_model_inputs
 from tests.training.conftest import KEYS
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from tasks.training.bundle import BundleError, LoraSettings, load_adapter, load_backbone, save_adapter, save_backbone
-from tasks.training.data import EpochBatches, label_fraction, load_split, risk_labels
 from tasks.training.fit import corpus_tokenizer, finetune, from_scratch, new_model, predict, pretrain
 from tasks.training.loop import TrainConfig
+from tasks.training.split_data import EpochBatches, label_fraction, load_split, risk_labels
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def _model(data):
 
 
 def test_split_tensors_follow_the_model_contract(split):
-    from tasks.training.dataset import model_inputs
+    from tasks.training.curated_dataset import model_inputs
     from tasks.validation.contracts import check_model_inputs
 
     data, _ = split
@@ -58,6 +58,7 @@ def test_label_fraction_keeps_every_class(split):
     assert set(labels[idx]) == set(labels[labels >= 0])
 
 
+@pytest.mark.slow  # trains twice
 def test_validation_selection_never_changes_the_training_run(split):
     data, _ = split
     cfg = TrainConfig(steps=6, lr=3e-3, warmup_steps=1, batch_size=4, objective="diagnosis")
@@ -67,6 +68,7 @@ def test_validation_selection_never_changes_the_training_run(split):
     assert sorted(watched.val_losses) == [2, 4, 6] and watched.best_step in (2, 4, 6)
 
 
+@pytest.mark.slow  # trains
 def test_pretraining_loss_falls_on_the_curated_cohort(split):
     data, _ = split
     cfg = TrainConfig(steps=30, lr=3e-3, warmup_steps=2, batch_size=12)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tasks.training.dataset import MODALITIES, CuratedDataset, DatasetConfig, collate
+from tasks.training.curated_dataset import MODALITIES, CuratedDataset, DatasetConfig, collate
 
 META = ("patient_id", "site", "sex", "age_band", "split", "notes_text")
 RISK_HORIZON_DAYS = 365.0  # the binary risk task: death within a year of the index discharge

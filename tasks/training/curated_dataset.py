@@ -24,9 +24,9 @@ import yaml
 from torch.utils.data import Dataset
 
 from data_contracts import diagnosis_classes
+from models.model import MODALITIES  # the mask's columns (model_io.yaml `modalities` states the same order)
 
 ROOT = Path(__file__).resolve().parents[2]
-MODALITIES = ("image_3d", "image_2d", "labs", "notes", "omics")  # model_io.yaml `modalities`: the mask's columns
 INPUTS = (*MODALITIES, "mask")
 CLASS_CODES = tuple(c.code for c in diagnosis_classes())  # data_contracts/labels.yaml: label = index here
 MODALITIES_2D, MODALITIES_3D = ("DX", "CR"), ("CT", "MR", "PT")
