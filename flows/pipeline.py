@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 from prefect import flow, get_run_logger
 
-from tasks.stage.faults import kill_point
+from tasks.faults import kill_point
 from tasks.stage.status import commit_if_finished, stage_is_current
 from tasks.validation.curated_check import check_curated
 from tasks.vcs import dvc_run

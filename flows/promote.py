@@ -13,9 +13,9 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from tasks.faults import kill_point
 from tasks.registry import promotion
 from tasks.registry.client import parse_ref
-from tasks.stage.faults import kill_point
 from tasks.stage.run import stage_run
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from tasks.faults import kill_point
 from tasks.ingest.quarantine import Quarantine
 from tasks.lineage import artifact_entry, record
-from tasks.stage.faults import kill_point
 from tasks.validation.contracts import validate_tables
 from tasks.validation.publish import (
     ValidationBlocked,

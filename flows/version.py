@@ -27,7 +27,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.runtime import flow_run
 
-from tasks.stage.faults import kill_point
+from tasks.faults import kill_point
 from tasks.stage.status import built_stages
 from tasks.versioning.publish import (
     NoSpaceLeft,

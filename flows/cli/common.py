@@ -93,7 +93,7 @@ def mlflow_errors(fn: Callable) -> Callable:
         import requests
         from mlflow.exceptions import MlflowException
 
-        from tasks.registry.client import TrackingUnreachable, transport_failure, unreachable_message
+        from tasks.tracking import TrackingUnreachable, transport_failure, unreachable_message
 
         bounded_mlflow_retries()
         try:

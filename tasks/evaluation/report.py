@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from data_contracts import diagnosis_names
-from tasks.stage.faults import kill_point
+from tasks.faults import kill_point
 from tasks.stage.run import Attempt
 from tasks.training.backbone import train_config
 from tasks.versioning.dataset import DatasetVersion

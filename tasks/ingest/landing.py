@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.atomic import write_json
-
-CHUNK = 1 << 20
+from tasks.lineage.hashing import sha256_file
 
 
 @dataclass(frozen=True)
@@ -41,14 +40,6 @@ class Extract:
     site: str
     files: tuple[LandedFile, ...]
     already_landed: bool  # the very same extract was landed before
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def object_path(landing: Path, sha: str) -> Path:

@@ -12,13 +12,13 @@ import dataclasses
 from pathlib import Path
 
 from tasks.atomic import write_text
+from tasks.faults import kill_point
 from tasks.ingest.accounting import BatchResult
 from tasks.ingest.landing import Extract
 from tasks.ingest.quarantine import Quarantine
 from tasks.ingest.staged import build_cohort, write_part
 from tasks.ingest.state import IngestState
 from tasks.lineage import record
-from tasks.stage.faults import kill_point
 from tasks.workspace import Workspace
 
 

@@ -14,14 +14,22 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from tasks.ingest.landing import sha256_file
-
 TREE_HASH_HEADER = b"mmfm-tree-v1\n"  # keeps a folder's hash from ever equalling a file's
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 HASHED = ("event_id", "prev_hash", "time", "actor", "stage", "run_id", "inputs", "outputs", "params", "code_version",
           "facts")
 SHA_RE = re.compile(r"[0-9a-f]{64}")
 SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # models:/x/3, s3://b/k ; one letter would be a drive (C:)
+CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """A file's sha256, read in 1 MiB chunks (landing names objects by it; the ledger and verify hash with it)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def canonical_json(obj: object) -> str:

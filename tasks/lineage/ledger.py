@@ -17,9 +17,9 @@ from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tasks.faults import kill_point
 from tasks.lineage.hashing import _entries, _plain, artifact_entry, artifact_sha256, canonical_json, event_hash
 from tasks.lineage.provenance import _now, code_version, default_actor
-from tasks.stage.faults import kill_point
 from tasks.workspace import Workspace
 
 LEDGER_FILE = "lineage.db"

@@ -1,9 +1,10 @@
 """Registry governance that open-source MLflow lacks: a promotion gate, artifact hashes, a PHI scan and model cards.
 
-Pure functions here; the registry's MLflow side lives beside them: client.py (naming a version, the MLflow
-outage policy), staging.py (what a version holds, registering it, loading it verified), promotion.py (gate
-decision, pending marker, alias history, rollback), scoring.py (batch scoring). flows/register.py and
-flows/promote.py wire them through tasks/stage/run.py.
+Pure functions here (gate, integrity, phi_scan, model_card, pyfunc, records); the registry's MLflow side lives
+beside them: client.py (naming a version), staging.py (what a version holds, registering it, loading it verified),
+promotion.py (gate decision, pending marker, alias history, rollback), scoring.py (batch scoring), and the audit
+report (audit_gather.py collects the evidence, audit_render.py writes it). flows/register.py and flows/promote.py
+wire them through tasks/stage/run.py.
 
     tags = manifest_tags(hash_tree(model_dir))          # -> client.set_model_version_tag(name, version, k, v)
     verify_tree(model_dir, manifest_from_tags(tags))    # before load: raises IntegrityError naming files

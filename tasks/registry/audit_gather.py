@@ -298,7 +298,7 @@ def _evaluation(root: Path, reg: dict, gaps: list[str]) -> dict | None:
     """The evaluation the registry holds (checked against the manifest), read from the workspace when identical."""
     import mlflow
 
-    from tasks.ingest.landing import sha256_file
+    from tasks.lineage.hashing import sha256_file
 
     expected = reg["manifest"]["hashes"].get(EVALUATION_ARTIFACT)
     local = root / "models" / "evaluation" / "evaluation.json"

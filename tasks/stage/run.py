@@ -17,7 +17,7 @@ What is decided here, once, for pretrain, finetune, evaluate, register, promote,
 - the ledger run id (`StageRun.record`): the stage's own id when it names one (register `NAME/VERSION`, promote, so a
   rerun records once), else the Prefect flow run's id, else (called outside a flow run) the stage's fallback
   (finetune: its run key; predict: its output's name) or the MLflow run id of its last attempt;
-- the MLflow outage policy (tasks/registry/client.py `tracking_errors`): a call that fails for want of a server raises
+- the MLflow outage policy (tasks/tracking.py `tracking_errors`): a call that fails for want of a server raises
   `TrackingUnreachable`, one line naming the tracking URI, whichever stage made it.
 Journals are cleared only after the ledger event is written: a kill in between leaves a journal the next run ignores
 (an event names its run). Stages without an MLflow run of their own open no attempt: promote recovers from the
@@ -129,7 +129,7 @@ class StageRun:
 def stage_run(workspace: Path | Workspace, stage: str, *, command: str | None = None) -> Iterator[StageRun]:
     """Hold the workspace lock and apply the MLflow outage policy for the block; MLflow points at the workspace."""
     from tasks import tracking
-    from tasks.registry.client import tracking_errors
+    from tasks.tracking import tracking_errors
     from tasks.workspace_lock import workspace_lock
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace).resolve())

@@ -11,7 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
-from tasks.stage.faults import kill_point
+from tasks.faults import kill_point
 from tasks.stage.run import Attempt
 from tasks.training.backbone import train_config
 from tasks.versioning.dataset import DatasetVersion

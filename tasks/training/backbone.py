@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from tasks.stage.faults import kill_point
+from tasks.faults import kill_point
 from tasks.stage.run import Attempt
 from tasks.versioning.dataset import DatasetVersion
 from tasks.workspace import Workspace

@@ -92,7 +92,7 @@ def demo_env(tag: str, egress_log: Path | None = None, fault: str | None = None)
 def run_demo(ws: Path, logs: Path, *, kill_when: tuple[str, Callable[[Path], dict | None]] | None = None,
              egress_log: Path | None = None, fault: str | None = None, timeout: float = 900) -> Run:
     """Run `mmfm demo` on `ws` to the end, or SIGKILL its process group as soon as `kill_when[1](ws)` returns facts
-    (polled every 20 ms). With `fault`, the run kills itself at that point (tasks/stage/faults.py)."""
+    (polled every 20 ms). With `fault`, the run kills itself at that point (tasks/faults.py)."""
     tag = uuid.uuid4().hex
     logs.mkdir(parents=True, exist_ok=True)
     out, err = logs / f"{tag}.out", logs / f"{tag}.err"

@@ -22,7 +22,7 @@ import yaml
 from tests.reliability.demo_runs import KEY, TAG_ENV, leftovers
 from tests.test_deployments import BIN, ROOT, server  # noqa: F401 - the real `prefect server` fixture
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # a server, a pipeline, then the 90 s crash window
 HEARTBEAT_S = 30
 
 

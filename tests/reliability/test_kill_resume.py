@@ -5,7 +5,7 @@ monitoring reports, at most the in-flight task done again, and no process of the
 
 Cost: one chain on one workspace, one demo run per kill. Run 1 kills itself in ingest while publishing the fourth
 extract (site-b's FHIR export, which has quarantined lines) with its staged parts, quarantine file and de-id report
-written and its ledger event and ingest-state record not yet (tasks/stage/faults.py: no file appears in between for
+written and its ledger event and ingest-state record not yet (tasks/faults.py: no file appears in between for
 a test to watch for); the runs after it are each SIGKILLed by this test the moment a real side effect shows the next
 stage in flight, except finetune's and promote's, which kill themselves where no file shows the moment: finetune
 inside its second task's MLflow run, the first task finished (`finetune.in_run@2`), promote between its decision and

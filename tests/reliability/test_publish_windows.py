@@ -1,6 +1,6 @@
 """Kill windows of publication, without the whole demo: a small workspace (10 generated patients, 15% corrupt,
 so validate quarantines orphaned rows) ingested in this process; `mmfm validate`, `mmfm version`, `mmfm pretrain`
-and a pipeline run as subprocesses that SIGKILL themselves at a fault point (tasks/stage/faults.py) between a write and
+and a pipeline run as subprocesses that SIGKILL themselves at a fault point (tasks/faults.py) between a write and
 the record of it; the reruns run here.
 
 - `validate.after_quarantine`: the quarantine file written, report, curated tables and ledger event not. The file is
