@@ -1,7 +1,10 @@
 """`mmfm demo`: every stage that exists, end to end, on a generated cohort and the embedded defaults.
 
-Today: synth -> the pipeline (ingest of every site, validate) -> version. The demo makes a pseudonym key in the
-workspace's .mmfm/ (mode 0600) when MMFM_PSEUDONYM_KEY is not set, and says so; real ingest refuses without one.
+synth -> the pipeline's data stages (ingest of every site, validate) -> version -> the model stages (pretrain,
+finetune, evaluate) -> register -> promote (a demo approver, through the gate) -> monitor (a generated extract with a
+shifted site; the champion, or the registered version itself when the gate refused it) -> audit report. One
+workspace lock is held throughout. The demo makes a pseudonym key in the workspace's .mmfm/ (mode 0600) when
+MMFM_PSEUDONYM_KEY is not set, and says so; real ingest refuses without one.
 """
 
 from __future__ import annotations

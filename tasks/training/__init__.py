@@ -1,4 +1,10 @@
-"""Training data: curated tables to model batches (data_contracts/model_io.yaml)."""
+"""Training: curated tables to model batches (data_contracts/model_io.yaml), the training loop with exact resume,
+DDP under torchrun, and the pretrain / finetune stages' work.
+
+    curated_dataset  curated tables -> one item per patient; collate pads      split_data  a split held in memory
+    loop, fit        steps, checkpoints, model selection                        ddp         torchrun ranks (gloo/nccl)
+    bundle           backbone / adapter artifacts (config + weights + meta)     backbone, adapters  the stages' work
+"""
 
 from __future__ import annotations
 
