@@ -27,6 +27,7 @@ from tasks.deid import Pseudonymizer, key_from_settings
 from tasks.ingest.accounting import BatchResult
 from tasks.ingest.dicom import batch_series, imaging_config, ingest_series_batch, prepare_readers, scan_headers
 from tasks.ingest.fhir import ingest_fhir
+from tasks.ingest.guards import check_key, check_site, check_source
 from tasks.ingest.landing import Extract, land
 from tasks.ingest.omics import find_sample_sheet, ingest_omics
 from tasks.ingest.pacs import PacsError
@@ -42,6 +43,14 @@ IO_RETRIES = dict(retries=3, retry_delay_seconds=[2, 5, 15])
 
 def _keys() -> Pseudonymizer:
     return Pseudonymizer(key_from_settings())
+
+
+def _refuse_early(ws: Workspace, site: str, source: Path | None = None) -> None:
+    """Before anything is landed: the site's name, the source's content, the workspace's pseudonym key."""
+    check_site(site)
+    if source is not None:
+        check_source(source)
+    check_key(ws.state, _keys())  # refuses a missing or short key too
 
 
 @task(name="land-extract", cache_policy=NO_CACHE)
@@ -87,8 +96,8 @@ def _ingest_dicom_extract(ws: Workspace, extract: Extract, source: str, max_item
 @holds_workspace_lock("mmfm ingest dicom")
 def ingest_dicom(source: Path, workspace: Path, site: str, max_items: int = 64) -> dict:
     """Land DICOM files/folders/zips from `source` and ingest the new ones."""
-    _keys()  # refuse before touching anything when the key is missing
     ws = Workspace(Path(workspace))
+    _refuse_early(ws, site, Path(source))
     extract = land_extract(Path(source), ws.landing, "dicom", site)
     return _ingest_dicom_extract(ws, extract, "dicom", max_items)
 
@@ -110,6 +119,7 @@ def _ingest_from_pacs(source: PacsSource, workspace: Path, site: str, max_items:
     arrived, and ingest them as a DICOM extract."""
     keys = _keys()
     ws = Workspace(Path(workspace))
+    _refuse_early(ws, site)
     retry = retry_options(ws.params())
     state = IngestState(ws.state)
     try:
@@ -155,21 +165,23 @@ def ingest_pacs_dimse(address: str, called_aet: str, workspace: Path, site: str,
 # ---- FHIR ----------------------------------------------------------------------------------------------------------
 
 @task(name="ingest-fhir-export", cache_policy=NO_CACHE)
-def ingest_fhir_export(extract: Extract, landing: Path, site: str) -> BatchResult:
-    return ingest_fhir(extract, landing, _keys(), site)
+def ingest_fhir_export(extract: Extract, landing: Path, site: str, mrn_system: str | None) -> BatchResult:
+    return ingest_fhir(extract, landing, _keys(), site, mrn_system=mrn_system)
 
 
 @flow(name="ingest-fhir")
 @holds_workspace_lock("mmfm ingest fhir")
-def ingest_fhir_flow(source: Path, workspace: Path, site: str) -> dict:
-    """Land a FHIR bulk export (or Bundles) and ingest its new files."""
-    _keys()
+def ingest_fhir_flow(source: Path, workspace: Path, site: str, mrn_system: str | None = None) -> dict:
+    """Land a FHIR bulk export (or Bundles) and ingest its new files; the MRN is the identifier typed MR, or the one
+    in `mrn_system` (default: params.yaml ingest.fhir.mrn_system)."""
     ws = Workspace(Path(workspace))
+    _refuse_early(ws, site, Path(source))
     extract = land_extract(Path(source), ws.landing, "fhir", site)
     part, skipped = new_part(extract, IngestState(ws.state), always=("manifest.json",))
     if not any(Path(f.rel_path).name != "manifest.json" for f in part.files):
         return nothing_new(extract, skipped, "fhir")
-    return _published(ws, part, ingest_fhir_export(part, ws.landing, site), skipped)
+    mrn_system = mrn_system or (ws.section("ingest").get("fhir") or {}).get("mrn_system")
+    return _published(ws, part, ingest_fhir_export(part, ws.landing, site, mrn_system), skipped)
 
 
 # ---- omics ---------------------------------------------------------------------------------------------------------
@@ -184,8 +196,8 @@ def ingest_omics_matrix(extract: Extract, landing: Path, site: str, known_patien
 def ingest_omics_flow(source: Path, workspace: Path, site: str, sample_sheet: Path | None = None) -> dict:
     """Land an omics extract (matrix + sample sheet) and ingest its new samples; sample MRNs must belong to
     patients already staged from the same site's EHR extract."""
-    _keys()
     ws = Workspace(Path(workspace))
+    _refuse_early(ws, site, Path(source))
     extract = land_extract(Path(source), ws.landing, "omics", site)
     sheet = (land_extract(Path(sample_sheet), ws.landing, "omics", site).files[0] if sample_sheet
              else find_sample_sheet(extract))

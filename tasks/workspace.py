@@ -22,6 +22,7 @@ DEFAULT_PARAMS = {
     "ingest": {
         "max_items_per_task": 64,
         "pacs": {"retry_delays": [2, 5, 15]},  # seconds between retries of a failed PACS request (at most 10)
+        "fhir": {"mrn_system": None},  # the identifier system holding the MRN, where Patients carry no MR type code
         "imaging": {"image_size": [64, 64], "ct_shape": [16, 48, 48], "ct_spacing": [6.0, 6.0, 10.0],
                     "allow_burned_in": False},
     },

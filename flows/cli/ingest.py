@@ -19,9 +19,20 @@ RunnerOpt = Annotated[str, typer.Option("--runner", help=(
 
 
 def run_ingest(flow_name: str, as_json: bool, runner: str, debug: bool = False, **params) -> None:
-    from tasks.deid import key_from_settings
+    from tasks.deid import Pseudonymizer, key_from_settings
+    from tasks.ingest.guards import IngestRefused, check_key, check_site, check_source
+    from tasks.workspace import Workspace
 
-    key_from_settings()  # refuse before starting anything when MMFM_PSEUDONYM_KEY is missing or short
+    # before Prefect starts: a missing or short key, a bad site, an empty source, another key than the workspace's
+    # are each one line at once (the flow checks them again for callers that skip the CLI)
+    keys = Pseudonymizer(key_from_settings())
+    check_site(params["site"])
+    if params.get("source") is not None:
+        try:
+            check_source(params["source"])
+        except IngestRefused as exc:
+            raise IngestRefused(f"{params['source']}: {exc}") from None
+    check_key(Workspace(params["workspace"]).state, keys, record=False)
     from flows import ingest
     from tasks.runners import task_runner
 
@@ -91,11 +102,14 @@ def ingest_pacs_cmd(
 def ingest_fhir_cmd(
     source: Annotated[Path, typer.Argument(help="FHIR bulk-export folder (manifest + NDJSON) or Bundle JSON.")],
     site: SiteOpt, workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug: DebugOpt = False,
+    mrn_system: Annotated[str | None, typer.Option(
+        "--mrn-system", help="Identifier system (URI) holding the MRN, for Patients whose identifiers carry no MR type "
+                             "code (default: params.yaml ingest.fhir.mrn_system).")] = None,
 ) -> None:
     """Ingest a FHIR R4 bulk export: reconcile the manifest, check, de-identify, flatten to staged tables."""
     root = use_workspace(workspace)
     run_ingest("ingest_fhir_flow", as_json, "threads", debug=debug, source=source.resolve(), workspace=root,
-               site=site)
+               site=site, mrn_system=mrn_system)
 
 
 @ingest_app.command("omics")

@@ -114,9 +114,14 @@ def _subject(it: Item) -> str | None:
     return res["id"] if res["resourceType"] == "Patient" else _ref_id(res.get("subject"))
 
 
-def ingest_fhir(extract: Extract, landing, keys: Pseudonymizer, site: str, validate_structure: bool = True
-                ) -> BatchResult:
-    """Parse, check, de-identify and flatten one landed FHIR extract of `site`."""
+NO_MRN = ("deid.fhir_no_mrn", "the Patient has no identifier typed MR (HL7 v2-0203) and none in the MRN system "
+          "configured (`--mrn-system` / params.yaml ingest.fhir.mrn_system): its resources cannot be linked")
+
+
+def ingest_fhir(extract: Extract, landing, keys: Pseudonymizer, site: str, validate_structure: bool = True,
+                mrn_system: str | None = None) -> BatchResult:
+    """Parse, check, de-identify and flatten one landed FHIR extract of `site`. The MRN is the identifier typed MR,
+    or the one in `mrn_system` (sites often mark it by system only)."""
     parsed = parse_export(extract, landing, validate_structure=validate_structure)
     result = BatchResult(source="fhir", received=sum(parsed.received.values()))
     result.rejections.extend(parsed.rejections)
@@ -125,11 +130,16 @@ def ingest_fhir(extract: Extract, landing, keys: Pseudonymizer, site: str, valid
                                             if m["declared"] != m["received"]]}
     reference = _extract_date(parsed)
     patients = [it.resource for it in parsed.items.get("Patient", [])]
-    index = patient_index(patients, site)
+    index = patient_index(patients, site, mrn_system)
     staff, orgs = _staff_and_organisations(parsed)
     known = {p["id"]: known_identifiers(p, staff, orgs, reference) for p in patients}
     for rtype in CURATED_TYPES:
         for it in parsed.items.get(rtype, []):
+            if rtype == "Patient" and it.resource.get("id") not in index:
+                result.rejections.append(Rejection(source_uri=it.uri, sha256=it.sha256, location=f"line {it.line}",
+                                                   source="fhir", stage="deidentify", rule=NO_MRN[0],
+                                                   message=NO_MRN[1]))
+                continue
             try:
                 out = deidentify_resource(it.resource, keys, site=site, patients=index, known=known.get(_subject(it)),
                                           age_reference=reference)

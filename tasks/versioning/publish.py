@@ -14,6 +14,7 @@ import json
 import re
 from pathlib import Path
 
+import polars as pl
 import yaml
 
 from tasks.lineage import artifact_entry, record
@@ -27,6 +28,9 @@ TOUCHED = ("dvc.lock", ".gitignore", "data/.gitignore", "models/.gitignore", "da
 NO_SPACE = re.compile(r"No space left on device: (?:'[^']*' -> )?'([^']*)'")
 CURATED_TRAILER, CONTRACTS_TRAILER = "Mmfm-Curated-Md5", "Mmfm-Contracts"
 Snapshot = tuple[str, dict[str, bytes | None]]
+
+
+REQUIRED_TABLES = ("patients", "cohort")  # a version without patients trains nothing and splits nobody
 
 
 class PublishError(RuntimeError):
@@ -69,7 +73,17 @@ def validated(ws: Workspace) -> dict:
     report = json.loads(ws.validation_report.read_text())
     if report.get("blocked"):
         raise PublishError(f"the last validation blocked the data: {'; '.join(report.get('messages', []))}")
+    for table in REQUIRED_TABLES:
+        if curated_rows(ws, table) == 0:
+            raise PublishError(f"data/curated/{table}.parquet has no rows: a dataset version without {table} is "
+                               "refused (did validation quarantine every row? see data/reports/validation.json)")
     return report
+
+
+def curated_rows(ws: Workspace, table: str) -> int:
+    """Rows of one curated table (0 when it is missing), read from the parquet footer, not the data."""
+    path = ws.curated / f"{table}.parquet"
+    return pl.scan_parquet(path).select(pl.len()).collect().item() if path.exists() else 0
 
 
 def snapshot(ws: Workspace) -> Snapshot:
