@@ -31,7 +31,7 @@ from tasks.ingest.guards import check_key, check_site, check_source
 from tasks.ingest.landing import Extract, land
 from tasks.ingest.omics import find_sample_sheet, ingest_omics
 from tasks.ingest.pacs import PacsError
-from tasks.ingest.publish import new_part, nothing_new, publish
+from tasks.ingest.publish import has_new, new_part, nothing_new, publish
 from tasks.ingest.remote import DicomWeb, PacsSource, fetch_all, find_failed, parse_dimse, retry_options, transient
 from tasks.ingest.sources import configured_sources, known_patients
 from tasks.ingest.state import IngestState
@@ -80,7 +80,7 @@ def ingest_series(batch, landing: Path, staged: Path, site: str, cfg) -> BatchRe
 def _ingest_dicom_extract(ws: Workspace, extract: Extract, source: str, max_items: int) -> dict:
     cfg = imaging_config(ws.params())
     part, skipped = new_part(extract, IngestState(ws.state))
-    if not part.files:
+    if not has_new(part):
         return nothing_new(extract, skipped, source)
     prepare_readers()  # once, before worker threads start
     groups, result = scan_dicom(part, ws.landing, extract.site)
@@ -178,7 +178,7 @@ def ingest_fhir_flow(source: Path, workspace: Path, site: str, mrn_system: str |
     _refuse_early(ws, site, Path(source))
     extract = land_extract(Path(source), ws.landing, "fhir", site)
     part, skipped = new_part(extract, IngestState(ws.state), always=("manifest.json",))
-    if not any(Path(f.rel_path).name != "manifest.json" for f in part.files):
+    if not has_new(part, metadata=("manifest.json",)):
         return nothing_new(extract, skipped, "fhir")
     mrn_system = mrn_system or (ws.section("ingest").get("fhir") or {}).get("mrn_system")
     return _published(ws, part, ingest_fhir_export(part, ws.landing, site, mrn_system), skipped)
@@ -204,7 +204,7 @@ def ingest_omics_flow(source: Path, workspace: Path, site: str, sample_sheet: Pa
     part, skipped = new_part(extract, IngestState(ws.state))
     if sheet is not None:
         part = dataclasses.replace(part, files=tuple(f for f in part.files if f.sha256 != sheet.sha256))
-    if not part.files:
+    if not has_new(part):
         return nothing_new(extract, skipped, "omics")
     known = known_patients(ws.staged, site)
     return _published(ws, part, ingest_omics_matrix(part, ws.landing, site, known, sheet), skipped)

@@ -22,7 +22,14 @@ from tasks.deid.text_dates import date_spans
 PLACEHOLDER = {"NAME": "[NAME]", "MRN": "[MRN]", "PHONE": "[PHONE]", "EMAIL": "[EMAIL]", "SSN": "[SSN]",
                "ID": "[ID]", "ADDRESS": "[ADDRESS]", "ORG": "[ORG]", "DATE": "[DATE]", "DATE_SHIFTED": "[DATE]",
                "AGE": "90+"}
-EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# Linear time on hostile input: every pattern here is tried at every position of a note, so one that scans a long
+# unbroken run from each of its characters is quadratic (a 1 MB token took the old e-mail pattern about an hour).
+# EMAIL starts only where a run of local-part characters starts (the lookbehind), so each run is scanned once; the
+# scrubber itself finds e-mails from their '@' outwards (_email_spans), which also catches one that follows another
+# inside the same run ("a@b.c+d@e.f").
+EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+EMAIL_LOCAL = re.compile(r"[\w.+-]+")  # a maximal run of local-part characters
+EMAIL_DOMAIN = re.compile(r"@[\w-]+(?:\.[\w-]+)+")
 PHONE = re.compile(r"(?<![\w+])(?:\+?1[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}(?!\w)")
 SSN = re.compile(r"(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)")
 MRN_LABELLED = re.compile(r"\b(?:MRN|MR\s?#|MR\s?No\.?|Medical\s+Record(?:\s+(?:Number|No\.?))?)\s*[:#]?\s*"
@@ -132,7 +139,8 @@ def _overlapping_groups(spans: list[Span]) -> Iterator[list[Span]]:
 
 def _pattern_spans(text: str) -> Iterator[Span]:
     """Identifiers recognisable by shape alone."""
-    for kind, pattern in (("EMAIL", EMAIL), ("SSN", SSN), ("PHONE", PHONE), ("ADDRESS", STREET)):
+    yield from _email_spans(text)
+    for kind, pattern in (("SSN", SSN), ("PHONE", PHONE), ("ADDRESS", STREET)):
         yield from (Span(m.start(), m.end(), kind, PLACEHOLDER[kind]) for m in pattern.finditer(text))
     for kind, pattern in (("MRN", MRN_LABELLED), ("ID", ID_LABELLED)):
         yield from (Span(m.start(1), m.end(1), kind, PLACEHOLDER[kind]) for m in pattern.finditer(text))
@@ -142,6 +150,18 @@ def _pattern_spans(text: str) -> Iterator[Span]:
                     if m[1] != "[NAME]")
     for pattern in (AGE_YEARS, AGE_LABELLED):
         yield from (Span(m.start(1), m.end(1), "AGE", "90+") for m in pattern.finditer(text) if int(m[1]) > 89)
+
+
+def _email_spans(text: str) -> Iterator[Span]:
+    """E-mail addresses found from each '@': the domain after it, the whole run of local-part characters before it.
+    Linear: runs are found once, and a domain (which holds no '@') is scanned only from its own '@'."""
+    if "@" not in text:
+        return
+    run_start = {m.end(): m.start() for m in EMAIL_LOCAL.finditer(text)}
+    for at in (m.start() for m in re.finditer("@", text)):
+        domain = EMAIL_DOMAIN.match(text, at)
+        if domain is not None and at in run_start:
+            yield Span(run_start[at], domain.end(), "EMAIL", PLACEHOLDER["EMAIL"])
 
 
 def _known_spans(text: str, known: KnownIdentifiers) -> Iterator[Span]:

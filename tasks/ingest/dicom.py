@@ -20,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
+import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -53,6 +55,12 @@ log = logging.getLogger(__name__)
 SOURCE = "dicom"
 TABLE = "imaging"
 VOLUME_MODALITIES = frozenset({"CT", "MR", "PT"})  # stacked into volumes; anything else is a set of 2D images
+# Geometry sanity limits (rule dicom.geometry_limits), checked before anything is allocated for them: a header may
+# claim any matrix and any spacing, and MONAI allocates whatever the resampling asks for (one CT series with
+# PixelSpacing 1e7 asked for 40 PB and failed the whole extract). The series goes to quarantine; the rest ingests.
+SPACING_RANGE_MM = (0.01, 100.0)  # pixel and slice spacing of a volume: outside it, no body scan
+MAX_PIXELS_PER_ITEM = 8192 * 8192  # Rows x Columns x frames of one item, checked before its pixels are decoded
+RESAMPLE_BYTES_PER_VOXEL = 32  # MONAI Spacing: float64 output + its (x, y, z) float64 sampling grid, per voxel
 
 
 @dataclass(frozen=True)
@@ -64,8 +72,11 @@ class ImagingConfig:
     ct_shape: tuple[int, int, int] = (16, 48, 48)  # volumes: stored (z, y, x) after resampling, centre pad/crop
     ct_spacing: tuple[float, float, float] = (6.0, 6.0, 10.0)  # volumes: voxel size in mm, (x, y, z)
     allow_burned_in: bool = False  # True only for sources whose pixels were cleaned of burned-in text already
+    max_series_mb: int = 4096  # memory budget of one series: its stacked pixels, and its resampled grid (volumes)
 
     def __post_init__(self) -> None:  # params.yaml gives lists; a frozen config holds hashable tuples
+        if not isinstance(self.max_series_mb, int) or self.max_series_mb <= 0:
+            raise ValueError("ingest.imaging.max_series_mb must be a positive whole number of MB")
         for name, kind, n in (("image_size", int, 2), ("ct_shape", int, 3), ("ct_spacing", float, 3)):
             value = tuple(kind(v) for v in getattr(self, name))
             if len(value) != n or min(value) <= 0:
@@ -292,6 +303,9 @@ def _load(item: SeriesItem, landing: Path, keys: Pseudonymizer, site: str, cfg: 
         return drop("deidentify", "dicom.burned_in", f"pixels may carry text: {', '.join(deid.burned_in_reasons)}")
     if (problem := _unsupported(ds)) is not None:
         return drop("ingest", "dicom.unsupported", problem)
+    pixels = (int_value(ds, "Rows") or 0) * (int_value(ds, "Columns") or 0) * (int_value(ds, "NumberOfFrames") or 1)
+    if pixels > MAX_PIXELS_PER_ITEM:
+        return drop("ingest", "dicom.geometry_limits", f"Rows x Columns x frames exceeds {MAX_PIXELS_PER_ITEM} pixels")
     try:
         with pydicom_config.disable_value_validation():
             return decode(item, item.order, ds), _fields(deid.dataset, deid.patient_pseudonym)
@@ -313,6 +327,22 @@ def _one_patient_and_study(loaded: list[tuple[Decoded, dict]], result: BatchResu
     return [entry for entry in loaded if ident(entry) == common]
 
 
+def _over_budget(what: str, cfg: ImagingConfig) -> str:
+    return f"{what} would exceed the memory budget of {cfg.max_series_mb} MB per series (ingest.imaging.max_series_mb)"
+
+
+def _volume_limits(shape: tuple[int, ...], spacing: tuple[float, ...], cfg: ImagingConfig) -> str | None:
+    """Why a volume may not be resampled, or None: a spacing outside SPACING_RANGE_MM, or a resampled grid (the
+    extent in mm over ct_spacing, per axis, as MONAI's Spacing computes it) over the series' memory budget."""
+    lo, hi = SPACING_RANGE_MM
+    if not all(lo <= s <= hi for s in spacing):
+        return f"slice or pixel spacing outside the plausible {lo:g}-{hi:g} mm"
+    voxels = math.prod(math.ceil(n * s / p) for n, s, p in zip(shape, spacing, cfg.ct_spacing[::-1], strict=True))
+    if voxels * RESAMPLE_BYTES_PER_VOXEL > cfg.max_series_mb * 2**20:
+        return _over_budget("resampling to ingest.imaging.ct_spacing", cfg)
+    return None
+
+
 def _series(group: SeriesGroup, landing: Path, keys: Pseudonymizer, site: str, cfg: ImagingConfig,
             result: BatchResult) -> tuple[np.ndarray, dict] | None:
     """One series: its array (see tasks/ingest/dicom_shards.py for axes) and its row (shard filled in by the caller)."""
@@ -325,10 +355,18 @@ def _series(group: SeriesGroup, landing: Path, keys: Pseudonymizer, site: str, c
     def reject(d: Decoded, message: str) -> None:
         result.rejections.append(_reject(d.ref, "ingest", "dicom.series_geometry", message))
 
+    def refuse(items: list[Decoded], message: str) -> None:
+        for d in items:
+            result.rejections.append(_reject(d.ref, "ingest", "dicom.geometry_limits", message))
+
     modality = loaded[0][1]["modality"]
+    if sum(d.pixels.nbytes for d, _ in loaded) > cfg.max_series_mb * 2**20:  # before np.stack copies them
+        return refuse([d for d, _ in loaded], _over_budget("its pixels", cfg))
     series = assemble([d for d, _ in loaded], modality in VOLUME_MODALITIES, reject)
     if series is None:
         return None
+    if modality in VOLUME_MODALITIES and (problem := _volume_limits(series.stack.shape, series.spacing, cfg)):
+        return refuse(series.kept, problem)
     if modality in VOLUME_MODALITIES:
         pad = AIR_HU if modality == "CT" else float(series.stack.min())
         array, spacing = resample_volume(series.stack, series.spacing, cfg.ct_spacing, cfg.ct_shape, pad)
@@ -391,9 +429,7 @@ def prepare_readers() -> None:
     """Process-wide reader setup, once, before worker threads start decoding: MONAI imported here (threads importing
     it at once deadlock; ~8 s, so only when there is DICOM to decode); pydicom's value validation off (it warns with
     the offending value quoted: PHI in logs) and its truncation warnings quiet (each such file is quarantined)."""
-    import warnings
-
-    import monai.transforms  # noqa: F401
+    import monai.transforms  # noqa: F401  # lazy: monai (~8 s), only when there is DICOM to decode (see above)
 
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
     logging.getLogger("pydicom").setLevel(logging.ERROR)

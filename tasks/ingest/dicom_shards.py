@@ -250,6 +250,7 @@ def resample_images(stack: np.ndarray, spacing: tuple[float, ...] | None,
                     size: tuple[int, int]) -> tuple[np.ndarray, list[float] | None]:
     """2D: resize (not resample by mm) every image to `size`; (N, rows, cols) -> (N, *size). Radiographs are
     projections whose mm scale depends on magnification, so a fixed grid is all a model can rely on."""
+    # lazy: torch (~1.5 s) and monai (~8 s) only to resample DICOM; FHIR/omics ingest import this module
     import torch
     from monai.transforms import Resize
 
@@ -263,6 +264,7 @@ def resample_images(stack: np.ndarray, spacing: tuple[float, ...] | None,
 def resample_volume(stack: np.ndarray, spacing: tuple[float, ...], pixdim_xyz: tuple[float, float, float],
                     shape_zyx: tuple[int, int, int], pad_value: float) -> tuple[np.ndarray, list[float]]:
     """3D: Spacing to `pixdim_xyz` mm, then centre pad/crop to `shape_zyx`; (z, y, x) -> (1, *shape_zyx)."""
+    # lazy: torch and monai, as in resample_images
     import torch
     from monai.data import MetaTensor
     from monai.transforms import ResizeWithPadOrCrop, Spacing

@@ -136,7 +136,7 @@ def ingest_fhir(extract: Extract, landing, keys: Pseudonymizer, site: str, valid
     for rtype in CURATED_TYPES:
         for it in parsed.items.get(rtype, []):
             if rtype == "Patient" and it.resource.get("id") not in index:
-                result.rejections.append(Rejection(source_uri=it.uri, sha256=it.sha256, location=f"line {it.line}",
+                result.rejections.append(Rejection(source_uri=it.uri, sha256=it.sha256, location=it.location,
                                                    source="fhir", stage="deidentify", rule=NO_MRN[0],
                                                    message=NO_MRN[1]))
                 continue
@@ -145,7 +145,7 @@ def ingest_fhir(extract: Extract, landing, keys: Pseudonymizer, site: str, valid
                                           age_reference=reference)
             except DeidError as exc:
                 result.rejections.append(Rejection(
-                    source_uri=it.uri, sha256=it.sha256, location=f"line {it.line}", source="fhir",
+                    source_uri=it.uri, sha256=it.sha256, location=it.location, source="fhir",
                     stage="deidentify", rule=f"deid.{exc.rule}", message=str(exc)))
                 continue
             result.deid.add_fhir(out)

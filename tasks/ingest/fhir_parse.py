@@ -3,7 +3,10 @@ reject what breaks a rule, with the file and line, before anything is de-identif
 
 Rules (ids as they appear in quarantine records):
     fhir.json          the line is not a JSON object
-    fhir.type          resourceType missing or not the file's type, or no id
+    fhir.type          resourceType missing or not the file's type, or no id (a string)
+    fhir.bundle_entry  a Bundle entry that is not an object holding a resource (or `entry` is not a list)
+    fhir.unsupported_type  a well-formed resource of a type outside CURATED_TYPES (e.g. MedicationRequest): kept in
+                       landing and accounted for, not staged, until a table is curated for it
     fhir.structure     fails structural R4 validation (fhir.resources) for the types we curate
     fhir.duplicate     a resource with the same type and id was already read in this extract
     ref.patient        the subject refers to a patient that is not in the extract
@@ -17,15 +20,19 @@ Messages name rules, types and positions, never values.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from fhir.resources.R4B import get_fhir_model_class
 
 from data_contracts import lab_by_loinc
 from tasks.ingest.landing import Extract, object_path, object_uri
 from tasks.ingest.quarantine import Rejection
 
 CURATED_TYPES = ("Patient", "Encounter", "Observation", "Condition", "DiagnosticReport", "DocumentReference")
+TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{1,63}")  # a FHIR resource type name, safe to quote
 
 
 @dataclass
@@ -36,6 +43,12 @@ class Item:
     uri: str
     sha256: str
     line: int
+    where: str = ""  # "line 3 entry 2" inside a Bundle; "" means "line <line>"
+
+    @property
+    def location(self) -> str:
+        """Where a quarantine record points: the line, and the entry of a Bundle on that line."""
+        return self.where or f"line {self.line}"
 
 
 @dataclass
@@ -57,8 +70,6 @@ def _reject(out: ParsedExport, uri: str, sha: str, where: str, rule: str, messag
 def _structure_models() -> dict:
     """R4 structural models from fhir.resources (imported lazily: it is slow to import)."""
     # fhir.resources 8 ships R5 at the top level and R4B as a subpackage; R4B keeps these types as in R4
-    from fhir.resources.R4B import get_fhir_model_class
-
     return {t: get_fhir_model_class(t).model_validate for t in CURATED_TYPES}
 
 
@@ -67,6 +78,11 @@ def _lines(path: Path):
         for n, line in enumerate(fh, start=1):
             if line.strip():
                 yield n, line
+
+
+def _type_name(rtype: object) -> str:
+    """A resourceType fit to quote in a message: a FHIR type name, else a placeholder (the value is input)."""
+    return rtype if isinstance(rtype, str) and TYPE_NAME.fullmatch(rtype) else "(not a type name)"
 
 
 def _parse_file(out: ParsedExport, path: Path, uri: str, sha: str, expected: str | None, validate) -> None:
@@ -79,24 +95,46 @@ def _parse_file(out: ParsedExport, path: Path, uri: str, sha: str, expected: str
             _reject(out, uri, sha, where, "fhir.json", "line is not valid JSON")
             continue
         rtype = res.get("resourceType") if isinstance(res, dict) else None
-        out.received[expected or rtype or "unknown"] += 1
-        if rtype is None or (expected and rtype != expected) or not res.get("id"):
-            _reject(out, uri, sha, where, "fhir.type",
-                    f"resourceType {rtype!s} in a {expected or 'resource'} file, or no id")
+        rtype = rtype if isinstance(rtype, str) and rtype else None
+        if rtype == "Bundle" and expected in (None, "Bundle") and isinstance(res.get("id"), str) and res["id"]:
+            _parse_bundle(out, res, uri, sha, where, validate)
             continue
-        if rtype == "Bundle":
-            out.received[rtype] -= 1
-            for k, entry in enumerate(res.get("entry", []), start=1):
-                inner = entry.get("resource")
-                if isinstance(inner, dict) and inner.get("resourceType"):
-                    out.received[inner["resourceType"]] += 1
-                    _accept(out, inner, uri, sha, f"{where} entry {k}", validate)
+        out.received[expected or rtype or "unknown"] += 1
+        if rtype is None or (expected and rtype != expected) or not isinstance(res.get("id"), str) or not res["id"]:
+            _reject(out, uri, sha, where, "fhir.type",
+                    f"resourceType {_type_name(rtype)} in a {expected or 'resource'} file, or no id")
             continue
         _accept(out, res, uri, sha, where, validate)
 
 
+def _parse_bundle(out: ParsedExport, bundle: dict, uri: str, sha: str, where: str, validate) -> None:
+    """A Bundle is a container: each entry is one input item, accounted for on its own (a Bundle with no entry
+    delivers nothing). An entry that is not an object holding a resource is quarantined, never skipped."""
+    entries = bundle.get("entry", [])
+    if not isinstance(entries, list):
+        out.received["Bundle"] += 1
+        _reject(out, uri, sha, where, "fhir.bundle_entry", "Bundle.entry is not a list")
+        return
+    for k, entry in enumerate(entries, start=1):
+        at = f"{where} entry {k}"
+        inner = entry.get("resource") if isinstance(entry, dict) else None
+        rtype = inner.get("resourceType") if isinstance(inner, dict) else None
+        out.received[rtype if isinstance(rtype, str) and rtype else "unknown"] += 1
+        if not isinstance(inner, dict):
+            _reject(out, uri, sha, at, "fhir.bundle_entry", "Bundle entry is not an object holding a resource")
+        elif not isinstance(rtype, str) or not rtype or not isinstance(inner.get("id"), str) or not inner["id"]:
+            _reject(out, uri, sha, at, "fhir.type", f"Bundle entry resource of type {_type_name(rtype)} has no "
+                    "resourceType or no id")
+        else:
+            _accept(out, inner, uri, sha, at, validate)
+
+
 def _accept(out: ParsedExport, res: dict, uri: str, sha: str, where: str, validate) -> None:
     rtype = res["resourceType"]
+    if rtype not in CURATED_TYPES:
+        _reject(out, uri, sha, where, "fhir.unsupported_type",
+                f"{_type_name(rtype)} is not a curated type ({', '.join(CURATED_TYPES)}): kept in landing, not staged")
+        return
     if validate is not None and rtype in validate:
         try:
             validate[rtype](res)
@@ -104,7 +142,9 @@ def _accept(out: ParsedExport, res: dict, uri: str, sha: str, where: str, valida
             fields = sorted({".".join(str(p) for p in e.get("loc", ())) for e in getattr(exc, "errors", list)()})
             _reject(out, uri, sha, where, "fhir.structure", f"{rtype} fails R4 structure at {', '.join(fields)}")
             return
-    out.items.setdefault(rtype, []).append(Item(resource=res, uri=uri, sha256=sha, line=int(where.split()[1])))
+    line = int(where.split()[1])
+    out.items.setdefault(rtype, []).append(Item(resource=res, uri=uri, sha256=sha, line=line,
+                                                where="" if where == f"line {line}" else where))
 
 
 def parse_export(extract: Extract, landing: Path, validate_structure: bool = True) -> ParsedExport:
@@ -173,7 +213,7 @@ def _drop_duplicates_and_deleted(out: ParsedExport, rtype: str, items: list[Item
     seen, kept = set(), []
     for it in items:
         rid = it.resource["id"]
-        where = f"line {it.line}"
+        where = it.location
         if (rtype, rid) in out.deleted:
             _reject(out, it.uri, it.sha256, where, "fhir.deleted", f"{rtype} withdrawn by the export's deleted list")
         elif rid in seen:
@@ -185,8 +225,9 @@ def _drop_duplicates_and_deleted(out: ParsedExport, rtype: str, items: list[Item
 
 
 def _subject_id(res: dict) -> str | None:
-    ref = (res.get("subject") or {}).get("reference", "")
-    return ref.split("/", 1)[1] if ref.startswith("Patient/") else None
+    subject = res.get("subject")
+    ref = subject.get("reference") if isinstance(subject, dict) else None
+    return ref.split("/", 1)[1] if isinstance(ref, str) and ref.startswith("Patient/") else None
 
 
 def _check_references(out: ParsedExport) -> None:
@@ -199,7 +240,7 @@ def _check_references(out: ParsedExport) -> None:
             if _subject_id(it.resource) in patients:
                 kept.append(it)
             else:
-                _reject(out, it.uri, it.sha256, f"line {it.line}", "ref.patient",
+                _reject(out, it.uri, it.sha256, it.location, "ref.patient",
                         f"{rtype}.subject does not refer to a Patient of this extract")
         out.items[rtype] = kept
 
@@ -207,7 +248,7 @@ def _check_references(out: ParsedExport) -> None:
 def _check_labs(out: ParsedExport) -> None:
     labs, kept = lab_by_loinc(), []
     for it in out.items.get("Observation", []):
-        obs, where = it.resource, f"line {it.line}"
+        obs, where = it.resource, it.location
         codes = [c.get("code") for c in obs.get("code", {}).get("coding", []) if c.get("system") == "http://loinc.org"]
         lab = next((labs[c] for c in codes if c in labs), None)
         qty = obs.get("valueQuantity") or {}

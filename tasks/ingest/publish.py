@@ -14,7 +14,7 @@ from pathlib import Path
 from tasks.atomic import write_text
 from tasks.faults import kill_point
 from tasks.ingest.accounting import BatchResult
-from tasks.ingest.landing import Extract
+from tasks.ingest.landing import Extract, refusal_rejections
 from tasks.ingest.quarantine import Quarantine
 from tasks.ingest.staged import build_cohort, write_part
 from tasks.ingest.state import IngestState
@@ -23,10 +23,17 @@ from tasks.workspace import Workspace
 
 
 def new_part(extract: Extract, state: IngestState, always: tuple[str, ...] = ()) -> tuple[Extract, int]:
-    """The files of an extract not processed before (plus metadata files named in `always`), and how many were."""
+    """The files of an extract not processed before (plus metadata files named in `always`), and how many were;
+    refused entries (landing's) not accounted for before."""
     done = state.processed(extract.source, extract.site)
     keep = tuple(f for f in extract.files if f.sha256 not in done or Path(f.rel_path).name in always)
-    return dataclasses.replace(extract, files=keep), len(extract.files) - len(keep)
+    refused = tuple(r for r in extract.refused if r.key not in done)
+    return dataclasses.replace(extract, files=keep, refused=refused), len(extract.files) - len(keep)
+
+
+def has_new(part: Extract, metadata: tuple[str, ...] = ()) -> bool:
+    """Whether a part (from new_part) holds anything to account for: a file other than `metadata`, or a refusal."""
+    return bool(part.refused) or any(Path(f.rel_path).name not in metadata for f in part.files)
 
 
 def nothing_new(extract: Extract, skipped: int, source: str) -> dict:
@@ -41,8 +48,12 @@ def publish(ws: Workspace, extract: Extract, result: BatchResult, skipped: int, 
 
     `this_run` is the calling flow run's id; an earlier run killed while publishing the same extract lends its own
     instead. The ingest-state record comes last and is the commit point: until it exists the extract counts as not
-    ingested.
+    ingested. Landing's refused entries (hidden files, links) join the result here, received and quarantined, so
+    every source's summary accounts for them the same way.
     """
+    refusals = refusal_rejections(extract)
+    result.received += len(refusals)
+    result.rejections.extend(refusals)
     if not result.balanced():
         raise RuntimeError(f"accounting broke for extract {extract.extract_id}: received {result.received}, "
                            f"ingested {result.ingested}, quarantined {result.quarantined}")
@@ -66,7 +77,8 @@ def publish(ws: Workspace, extract: Extract, result: BatchResult, skipped: int, 
                    facts={"received": result.received, "ingested": result.ingested,
                           "quarantined": result.quarantined})
     kill_point("ingest.after_ledger")
-    state.mark_processed([f.sha256 for f in extract.files], extract.source, extract.site, extract.extract_id, run_id)
+    state.mark_processed([f.sha256 for f in extract.files] + [r.key for r in extract.refused], extract.source,
+                         extract.site, extract.extract_id, run_id)
     return {
         "source": result.source, "site": extract.site, "extract_id": extract.extract_id, "run_id": run_id,
         "resumed": run_id != this_run, "new_files": len(extract.files), "already_ingested_files": skipped,

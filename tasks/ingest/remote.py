@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from prefect.futures import wait
+
 from tasks.ingest.pacs import (
     PacsError,
     dimse_find_studies,
@@ -131,8 +133,6 @@ def fetch_all(submit: Callable[[str, Path], object], source: PacsSource, todo: S
     In batches of BATCH, stopping after the first batch with a study that could not be retrieved: against a PACS
     that went away, the run ends after one batch's retries instead of every study's (1000 studies x 22 s). Each batch
     is waited for in full, so no retrieval is still writing into `scratch` when the caller removes it."""
-    from prefect.futures import wait
-
     for start in range(0, len(todo), BATCH):
         batch = list(enumerate(todo))[start:start + BATCH]
         futures = [submit(uid, scratch / f"{i:05d}") for i, uid in batch]

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image, UnidentifiedImageError
+
 from tasks.deid.text import EMAIL, MRN_LABELLED, PHONE, SSN
 from tasks.deid.text_dates import PATTERNS as DATE_PATTERNS
 
@@ -120,8 +122,6 @@ def _looks_like_utf8(path: Path) -> bool:
 
 def _png_text_lines(path: Path) -> Iterator[str] | None:
     """tEXt/zTXt/iTXt chunks as "key: value" lines (matplotlib writes Software/Title/Author there)."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as image:
             text = dict(getattr(image, "text", {}) or {})
