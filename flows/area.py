@@ -15,6 +15,12 @@ from pathlib import Path
 
 import yaml
 
+from flows.ingest import run as ingest
+from flows.pipeline import render_dvc_yaml
+from flows.validate import validate
+from tasks.lineage import Ledger
+from tasks.stage.status import commit_if_finished, stage_is_current
+from tasks.validation.publish import ValidationBlocked
 from tasks.workspace import Workspace, init_workspace
 
 KINDS = ("scoring", "monitoring")
@@ -28,12 +34,6 @@ def area_name(source: Path) -> str:
 
 def prepare_area(ws: Workspace, source: Path, kind: str) -> dict:
     """Ingest + validate `source` into its own area; -> {area (Workspace), ingest, validate} summaries."""
-    from flows.ingest import run as ingest
-    from flows.pipeline import render_dvc_yaml
-    from flows.validate import validate
-    from tasks.stage.status import commit_if_finished, stage_is_current
-    from tasks.validation.publish import ValidationBlocked
-
     if kind not in KINDS:
         raise ValueError(f"unknown area kind {kind!r}; known: {', '.join(KINDS)}")
     source = Path(source).resolve()
@@ -61,7 +61,5 @@ def prepare_area(ws: Workspace, source: Path, kind: str) -> dict:
 def _ingested_so_far(area: Workspace) -> dict:
     """The extract's counts over every ingest run of its area (its ledger), not only the last run: a rerun (e.g.
     after a kill) ingests nothing new and must not report the extract as empty."""
-    from tasks.lineage import Ledger
-
     events = [e for e in Ledger.of_workspace(area.root).events() if e.stage == "ingest"]
     return {k: sum(int((e.facts or {}).get(k, 0)) for e in events) for k in ("received", "ingested", "quarantined")}

@@ -15,10 +15,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import mlflow
+
 from tasks.ingest.state import ensure_demo_key
+from tasks.registry.audit_render import write_audit
 from tasks.synth.demo import cohort_is_current, evaluation_headline, synth_config
 from tasks.synth.generate import SynthConfig, generate
 from tasks.synth.truth import bayes_report, load_truth
+from tasks.tracking import dataset_facts
 from tasks.versioning.publish import head_unrecorded, unpublished
 from tasks.workspace import init_workspace
 from tasks.workspace_lock import holds_workspace_lock
@@ -26,8 +30,6 @@ from tasks.workspace_lock import holds_workspace_lock
 
 def _current_version(root: Path) -> str | None:
     """The dataset version of the curated data now in the workspace (published by an earlier run)."""
-    from tasks.tracking import dataset_facts
-
     try:
         return dataset_facts(root)["dataset_version"]
     except RuntimeError:  # nothing validated
@@ -36,7 +38,7 @@ def _current_version(root: Path) -> str | None:
 
 def _stages(root: Path, names: tuple[str, ...], step: Callable[[str], None]) -> dict:
     """`pipeline` one stage at a time (DVC still decides whether each runs), so progress can follow the stages."""
-    from flows.pipeline import pipeline
+    from flows.pipeline import pipeline  # lazy: the flows load Prefect, only once the demo runs (see run_demo)
 
     merged: dict = {"ran": [], "skipped": [], "recorded": [], "stages": {}}
     for name in names:
@@ -61,10 +63,11 @@ SHIFTED_SITE = "site-b"
 
 def _govern(ws, cfg: SynthConfig, patients: int, say: Callable[[str], None], step: Callable[[str], None]) -> dict:
     """register -> promote (a demo approver, through the gate) -> monitor a shifted extract -> audit report."""
+    # lazy: these load Prefect (the flows; tasks.registry.promotion through tasks.stage.run), only once the demo
+    # runs, after `mmfm demo` has set Prefect's logging level (see run_demo)
     from flows.monitor import monitor_flow
     from flows.promote import promote_flow
     from flows.register import register_flow
-    from tasks.registry.audit_render import write_audit
     from tasks.registry.promotion import PromotionRefused, settle_promotion
 
     step("register")
@@ -72,8 +75,6 @@ def _govern(ws, cfg: SynthConfig, patients: int, say: Callable[[str], None], ste
     model = f"{reg['name']}/{reg['version']}"
     say(f"registered {model} ({'already registered' if reg.get('already_registered') else 'new version'})")
     out: dict = {"registered": model}
-    import mlflow
-
     try:
         current = str(mlflow.MlflowClient().get_model_version_by_alias(reg["name"], "champion").version)
     except mlflow.exceptions.MlflowException:
@@ -119,7 +120,7 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
              say: Callable[[str], None] = lambda _: None, step: Callable[[str], None] = lambda _: None) -> dict:
     """The demo; `say` narrates, `step(name)` is called as each of DEMO_STAGES starts (the CLI's progress bar)."""
     t0 = time.perf_counter()
-    # the flows (hence Prefect) load only when the demo runs, after `mmfm demo` has set Prefect's logging level
+    # lazy: the flows (hence Prefect) load only when the demo runs, after `mmfm demo` has set Prefect's logging level
     from flows.pipeline import render_dvc_yaml
 
     ws = init_workspace(workspace, dvc_yaml=render_dvc_yaml())
@@ -137,7 +138,7 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
         shutil.rmtree(cohort, ignore_errors=True)
         generate(cohort, cfg, progress=progress)
         stages.append("synth")
-    from flows.pipeline import DATA_STAGES, MODEL_STAGES
+    from flows.pipeline import DATA_STAGES, MODEL_STAGES  # lazy: Prefect, as above
     from flows.version import version
 
     ran = _stages(ws.root, DATA_STAGES, step)

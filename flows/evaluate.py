@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.atomic import fresh_dir
 from tasks.evaluation import report
 from tasks.evaluation.report import SPLIT
+from tasks.lineage import artifact_sha256
 from tasks.stage.run import run_key, stage_run
 from tasks.validation.curated_check import check_curated
 from tasks.versioning.dataset import current
@@ -36,8 +37,6 @@ def baselines_task(ws: Workspace, test, tokenizer, p: dict, cohort: Path | None)
 
 @flow(name="evaluate")
 def evaluate_flow(workspace: Path, cohort: Path | None = None, baselines: bool | None = None) -> dict:
-    from tasks.lineage import artifact_sha256
-
     with stage_run(workspace, "evaluate") as run:
         ws, log = run.ws, get_run_logger()
         check_curated(ws.root)  # refuse data changed since validate, before any training

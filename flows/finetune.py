@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.atomic import fresh_dir, replace_dir
 from tasks.stage.run import run_key, stage_run
 from tasks.training import adapters
+from tasks.training.bundle import backbone_sha256
 from tasks.validation.curated_check import check_curated
 from tasks.versioning.dataset import current
 from tasks.workspace import Workspace
@@ -33,8 +34,6 @@ def finetune_task(ws: Workspace, backbone_dir: Path, task_name: str, p: dict, ke
 @flow(name="finetune")
 def finetune_flow(workspace: Path, tasks: list[str] | None = None, label_fraction: float | None = None,
                   backbone: str | None = None, steps: int | None = None, resume: bool = True) -> dict:
-    from tasks.training.bundle import backbone_sha256
-
     with stage_run(workspace, "finetune") as run:
         ws, log = run.ws, get_run_logger()
         check_curated(ws.root)  # refuse data changed since validate, before any training

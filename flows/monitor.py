@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlflow
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -39,8 +40,6 @@ def drift_task(ws: Workspace, p: dict, model_version: str, prepared: dict, out: 
 
 @flow(name="monitor")
 def monitor_flow(workspace: Path, source: Path, model: str = "mmfm-multimodal@champion") -> dict:
-    import mlflow
-
     with stage_run(workspace, "monitor") as run:
         ws, log, p = run.ws, get_run_logger(), run.ws.section("monitor")
         name, version = parse_ref(model, mlflow.MlflowClient())

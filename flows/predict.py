@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlflow
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.area import prepare_area
+from tasks.atomic import write_with
 from tasks.registry import scoring
 from tasks.registry.client import parse_ref
 from tasks.stage.run import stage_run
@@ -27,10 +29,6 @@ def score_task(ws: Workspace, model_version: str, curated: Path, split: str | No
 @flow(name="predict")
 def predict_flow(workspace: Path, model: str, source: Path | None = None, split: str = "test",
                  out: Path | None = None) -> dict:
-    import mlflow
-
-    from tasks.atomic import write_with
-
     with stage_run(workspace, "predict") as run:
         ws = run.ws
         name, version = parse_ref(model, mlflow.MlflowClient())

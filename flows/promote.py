@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mlflow
 from prefect import flow, get_run_logger
 
 from tasks.faults import kill_point
@@ -22,8 +23,6 @@ from tasks.stage.run import stage_run
 @flow(name="promote")
 def promote_flow(workspace: Path, model: str, alias: str, approver: str, reason: str) -> dict:
     """Gate, then record: decision tag on the version, ledger event, alias history, alias."""
-    import mlflow
-
     with stage_run(workspace, "promote") as run:
         client = mlflow.MlflowClient()
         name, version = parse_ref(model, client)
@@ -46,8 +45,6 @@ def promote_flow(workspace: Path, model: str, alias: str, approver: str, reason:
 @flow(name="rollback")
 def rollback_flow(workspace: Path, name: str, alias: str, approver: str, reason: str) -> dict:
     """Give `alias` back to the version that held it before the current one (one command, recorded)."""
-    import mlflow
-
     with stage_run(workspace, "rollback") as run:
         verdict = promotion.roll_back(mlflow.MlflowClient(), name, alias, approver, reason)
         event = run.record(run_id=f"{name}/{alias}/{verdict['at']}", params={"alias": alias, "approver": approver},

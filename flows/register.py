@@ -12,23 +12,20 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import mlflow
 from prefect import flow, get_run_logger
 
-from tasks import tags
+from tasks import tags, tracking
+from tasks.lineage import tree_sha256
 from tasks.registry import staging as reg
 from tasks.registry.client import DEFAULT_NAME
+from tasks.registry.phi_scan import scan_artifacts
 from tasks.stage.run import run_key, stage_run
 from tasks.versioning.dataset import current
 
 
 @flow(name="register")
 def register_flow(workspace: Path, name: str = DEFAULT_NAME, alias: str = "challenger") -> dict:
-    import mlflow
-
-    from tasks import tracking
-    from tasks.lineage import tree_sha256
-    from tasks.registry.phi_scan import scan_artifacts
-
     with stage_run(workspace, "register") as run:
         ws, data = run.ws, current(run.ws.root)
         reg.read_evaluation(ws)  # refuse before staging anything

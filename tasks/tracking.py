@@ -12,13 +12,22 @@ Embedded default: SQLite under <workspace>/.mmfm/mlflow.db with artifacts in .mm
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import mlflow
+import requests
+from mlflow.entities import Metric
 
 from tasks import tags
+from tasks.lineage import code_version
 from tasks.settings import get_settings
+from tasks.versioning.dataset import current
 
 _SET_HERE: set[str] = set()  # URIs configure() chose: mlflow.set_tracking_uri exports them to the environment
 
@@ -28,8 +37,6 @@ def configure(root: Path) -> str:
 
     mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI into os.environ; a value we put there ourselves must not
     be mistaken for the user's choice when the next workspace in this process is configured."""
-    import mlflow
-
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         if os.environ.get(var) in _SET_HERE:
             del os.environ[var]
@@ -47,8 +54,6 @@ def configure(root: Path) -> str:
 
 def experiment_id(root: Path, name: str) -> str:
     """The experiment's id, created with the workspace's artifact location on the embedded store."""
-    import mlflow
-
     settings = get_settings(Path(root))
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
@@ -59,17 +64,11 @@ def experiment_id(root: Path, name: str) -> str:
 
 def dataset_facts(root: Path) -> dict:
     """The curated data a run uses, as the facts every stage records (tasks/versioning/dataset.py decides them)."""
-    from tasks.versioning.dataset import current
-
     return current(root).facts()
 
 
 def run_tags(root: Path, stage: str, facts: dict | None = None) -> dict[str, str]:
     """Tags of every training/evaluation run: stage, dataset version and hash, contract versions, code version."""
-    import json
-
-    from tasks.lineage import code_version
-
     facts = facts or dataset_facts(root)
     return {tags.STAGE: stage, tags.DATASET_VERSION: facts["dataset_version"], tags.CURATED_MD5: facts["curated_md5"],
             tags.CONTRACT_VERSIONS: json.dumps(facts.get("contract_versions", {}), sort_keys=True),
@@ -78,11 +77,6 @@ def run_tags(root: Path, stage: str, facts: dict | None = None) -> dict[str, str
 
 def log_curve(values: list[float] | dict[int, float], key: str) -> None:
     """A loss curve as one MLflow metric with a step per point (list index + 1, or the dict's steps), in one call."""
-    import time
-
-    import mlflow
-    from mlflow.entities import Metric
-
     points = values.items() if isinstance(values, dict) else enumerate(values, start=1)
     now = int(time.time() * 1000)
     metrics = [Metric(key, float(v), now, int(step)) for step, v in points]
@@ -99,8 +93,6 @@ def transport_failure(exc: BaseException) -> BaseException | None:
     """The refused, dropped or timed-out connection behind `exc`, if that is what it is (rather than an answer from
     the server). The whole cause chain is searched: MLflow re-raises one as something else ("Failed to get logged
     model with ID ...")."""
-    import requests
-
     transport = (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError,
                  requests.exceptions.ChunkedEncodingError)
     chain, seen = [exc], set()
@@ -117,11 +109,6 @@ def transport_failure(exc: BaseException) -> BaseException | None:
 
 def unreachable_message(failure: BaseException) -> str:
     """One line naming the tracking URI (without user or password) and how the connection failed."""
-    import os
-    from urllib.parse import urlsplit
-
-    import mlflow
-
     uri = urlsplit(mlflow.get_tracking_uri())
     shown = f"{uri.scheme}://{uri.hostname}{f':{uri.port}' if uri.port else ''}{uri.path}"
     text = str(failure).lower()

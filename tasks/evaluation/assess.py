@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.model import MODALITIES
 from tasks.evaluation.metrics import HEADLINE, by_group, max_gap, metrics_with_ci
 from tasks.training.fit import predict
 from tasks.training.split_data import SplitData
@@ -73,8 +74,6 @@ def assess(model, test: SplitData, task: str, n_boot: int = 200, min_group: int 
 
 
 def _column(modality: str) -> int:
-    from models.model import MODALITIES
-
     return MODALITIES.index(modality)
 
 

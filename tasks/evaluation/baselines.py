@@ -12,10 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from models.model import MODALITIES
 from tasks.evaluation.assess import headline
+from tasks.synth.truth import load_truth, posterior_matrix
 from tasks.training.fit import from_scratch, new_model, predict
 from tasks.training.loop import TrainConfig
 from tasks.training.split_data import SplitData
@@ -57,10 +62,6 @@ def _features(preds: dict[str, np.ndarray], modalities: list[str]) -> np.ndarray
 
 def late_fusion(backbone, train: SplitData, test: SplitData, n_boot: int, seed: int = 0) -> dict:
     """Per-modality backbone embeddings + presence flags -> standardised multinomial logistic regression."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     mods = list(backbone.modalities)
     x_train, x_test = _features(predict(backbone, train), mods), _features(predict(backbone, test), mods)
     y = train.tensors["label"].numpy()
@@ -79,10 +80,6 @@ def late_fusion(backbone, train: SplitData, test: SplitData, n_boot: int, seed: 
 
 def bayes(test: SplitData, cohorts: list[Path], keys, n_boot: int) -> dict | None:
     """The exact posterior of the generator on the test patients (matched by keyed pseudonym of site + MRN)."""
-    import polars as pl
-
-    from tasks.synth.truth import load_truth, posterior_matrix
-
     truth = pl.concat([load_truth(Path(c)) for c in cohorts], how="diagonal_relaxed")
     pseudonyms = [keys.patient(site, str(mrn)) for site, mrn in zip(truth["site"], truth["mrn"], strict=True)]
     row = {p: i for i, p in enumerate(pseudonyms)}

@@ -8,10 +8,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlflow
+import numpy as np
+import polars as pl
+
 from data_contracts import diagnosis_names
+from tasks import tags, tracking
+from tasks.atomic import replace_dir, write_json, write_text
+from tasks.deid import Pseudonymizer, key_from_settings
+from tasks.evaluation.assess import assess
+from tasks.evaluation.baselines import bayes, late_fusion, single_modality
+from tasks.evaluation.explain import attention_table, gradcam, save_gradcam_png
+from tasks.evaluation.plots import calibration_plot, roc_plot
 from tasks.faults import kill_point
 from tasks.stage.run import Attempt
 from tasks.training.backbone import train_config
+from tasks.training.bundle import load_adapter, load_backbone
+from tasks.training.split_data import load_split
 from tasks.versioning.dataset import DatasetVersion
 from tasks.workspace import Workspace
 
@@ -30,9 +43,6 @@ def finetuned_tasks(ws: Workspace) -> list[str]:
 
 def load_test(ws: Workspace):
     """(tokenizer, the held-out split) read with the backbone's tokenizer."""
-    from tasks.training.bundle import load_backbone
-    from tasks.training.split_data import load_split
-
     _, tokenizer, _ = load_backbone(ws.models / "backbone")
     try:
         return tokenizer, load_split(ws.curated, SPLIT, tokenizer)
@@ -42,12 +52,6 @@ def load_test(ws: Workspace):
 
 
 def _plots(out: Path, task_name: str, y, preds: dict, model, test, n_cam: int) -> list[str]:
-    import numpy as np
-    import polars as pl
-
-    from tasks.evaluation.explain import attention_table, gradcam, save_gradcam_png
-    from tasks.evaluation.plots import calibration_plot, roc_plot
-
     files = []
     if task_name == "diagnosis":
         files.append(roc_plot(y, preds["class_probs"], CLASS_NAMES, out / "plots" / "roc_diagnosis.png"))
@@ -75,9 +79,6 @@ def _plots(out: Path, task_name: str, y, preds: dict, model, test, n_cam: int) -
 
 def evaluate_one(ws: Workspace, task_name: str, test, p: dict, out: Path) -> dict:
     """One task's report (metrics, subgroups, modality removal) with its plots written under `out`."""
-    from tasks.evaluation.assess import assess
-    from tasks.training.bundle import load_adapter
-
     model, _, meta = load_adapter(ws.models / "finetuned" / task_name, ws.models / "backbone")
     result = assess(model, test, task_name, n_boot=int(p["n_boot"]), min_group=int(p["min_group"]))
     report = result["report"]
@@ -89,10 +90,6 @@ def evaluate_one(ws: Workspace, task_name: str, test, p: dict, out: Path) -> dic
 
 def baselines(ws: Workspace, test, tokenizer, p: dict, cohort: Path | None) -> dict:
     """Single-modality and late-fusion baselines trained here; the generator's Bayes posterior when synthetic."""
-    from tasks.evaluation.baselines import bayes, late_fusion, single_modality
-    from tasks.training.bundle import load_adapter, load_backbone
-    from tasks.training.split_data import load_split
-
     backbone, _, bmeta = load_backbone(ws.models / "backbone")
     fused, _, _ = load_adapter(ws.models / "finetuned" / "diagnosis", ws.models / "backbone")
     train, val = load_split(ws.curated, "train", tokenizer), load_split(ws.curated, "val", tokenizer)
@@ -105,8 +102,6 @@ def baselines(ws: Workspace, test, tokenizer, p: dict, cohort: Path | None) -> d
     # synthetic cohorts carry the generator's truth: the given one, else every one among the workspace's extracts
     cohorts = [Path(cohort)] if cohort else sorted(t.parent.parent for t in ws.extracts.glob("*/truth/patients.tsv"))
     if cohorts:
-        from tasks.deid import Pseudonymizer, key_from_settings
-
         try:
             keys = Pseudonymizer(key_from_settings())
         except Exception as exc:  # noqa: BLE001 - the comparison is optional; say why it is missing
@@ -151,11 +146,6 @@ def publish_evaluation(ws: Workspace, data: DatasetVersion, test, reports: dict,
                        attempt: Attempt) -> dict:
     """Write evaluation.json/.md into `incoming`, log the stage's MLflow run (journaled by `attempt`) and publish
     models/evaluation; -> the summary."""
-    import mlflow
-
-    from tasks import tags, tracking
-    from tasks.atomic import replace_dir, write_json, write_text
-
     summary = {"split": SPLIT, **data.facts(), "test_patients": len(test), "test_counts": test.counts(),
                "tasks": reports, **extra}
     write_json(incoming / "evaluation.json", summary)

@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import httpx
+
 from tasks.atomic import write_with
 from tasks.lineage.ledger import Event, Ledger
 
@@ -85,8 +87,6 @@ def send_openlineage(events: Iterable[Event | Mapping], url: str, namespace: str
     Raises httpx.HTTPStatusError on the first refusal, so a partial send is visible; resending is harmless for
     Marquez because the runId and eventTime of an event never change.
     """
-    import httpx  # only when sending: exporting and the ledger itself need no HTTP client
-
     endpoint = url.rstrip("/") + "/api/v1/lineage"
     sent = 0
     with httpx.Client(timeout=timeout_s) as client:

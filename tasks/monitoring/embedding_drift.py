@@ -17,6 +17,12 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy.stats import mannwhitneyu
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 UNKNOWN_SITE = "unknown"
 
@@ -81,13 +87,6 @@ def classifier_two_sample_test(ref: np.ndarray, cur: np.ndarray, seed: int = 0, 
     out-of-fold scores are nearly independent of their own labels, and cross-validated AUROC under no drift sits
     slightly below 0.5, so the test errs on the side of not alarming. Useful when a shift is linear but spread thin.
     """
-    from scipy.stats import mannwhitneyu
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     rng = np.random.default_rng(seed)
     x, y = (_subsample(_finite_rows(a), max_rows, rng) for a in (ref, cur))
     if min(len(x), len(y)) < n_splits:

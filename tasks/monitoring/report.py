@@ -14,8 +14,25 @@ import tempfile
 from datetime import timedelta
 from pathlib import Path
 
+import mlflow
+from prefect.deployments import run_deployment
+from prefect.events import emit_event
+
 from tasks import tags
+from tasks.atomic import write_json
+from tasks.evaluation.assess import headline
+from tasks.monitoring.embedding_drift import embedding_drift
+from tasks.monitoring.features import patient_features
+from tasks.monitoring.findings import describe
+from tasks.monitoring.tabular_drift import tabular_drift
+from tasks.monitoring.trigger import RetrainTrigger
+from tasks.registry.staging import load_verified
 from tasks.stage.run import Attempt
+from tasks.training.bundle import load_adapter, read_meta
+from tasks.training.curated_dataset import DatasetConfig
+from tasks.training.fit import predict
+from tasks.training.split_data import load_split
+from tasks.versioning.dataset import current as dataset_version
 from tasks.workspace import Workspace
 
 EXPERIMENT = "mmfm-monitoring"
@@ -24,13 +41,9 @@ RETRAIN_DEPLOYMENT = "pipeline/retrain"
 
 def queue_retrain(reason: dict) -> dict:
     """Start the retraining deployment if the Prefect API has one; always emit the event automations listen to."""
-    from prefect.events import emit_event
-
     emit_event(event="mmfm.retrain.requested", resource={"prefect.resource.id": "mmfm.model"},
                payload={k: v for k, v in reason.items() if k != "report"})
     try:
-        from prefect.deployments import run_deployment
-
         run = run_deployment(RETRAIN_DEPLOYMENT, timeout=0)
         return {"queued": "deployment", "flow_run_id": str(run.id)}
     except Exception as exc:  # noqa: BLE001 - no deployment on an ephemeral API: the event is the request
@@ -38,8 +51,6 @@ def queue_retrain(reason: dict) -> dict:
 
 
 def performance(task_report_primary: float | None, data, preds: dict, tolerance: float) -> dict:
-    from tasks.evaluation.assess import headline
-
     labelled = int((data.tensors["label"] >= 0).sum())
     if labelled < 20 or task_report_primary is None:
         return {"status": "no outcomes", "labelled": labelled}
@@ -51,9 +62,6 @@ def performance(task_report_primary: float | None, data, preds: dict, tolerance:
 
 def _load_model(ws: Workspace, model_version: str) -> tuple:
     """(diagnosis model, tokenizer, backbone meta, evaluation report) of a registered version, hash-verified."""
-    from tasks.registry.staging import load_verified
-    from tasks.training.bundle import load_adapter, read_meta
-
     with tempfile.TemporaryDirectory(dir=ws.state) as tmp:
         load_verified(model_version, Path(tmp))  # refuses tampered artifacts
         bundle = next(Path(tmp).rglob("bundle"))
@@ -65,8 +73,6 @@ def _load_model(ws: Workspace, model_version: str) -> tuple:
 
 def _embedding_drift(dx, reference, current, ref_preds: dict, cur_preds: dict, p: dict, alpha: float) -> dict:
     """MMD per modality and site on the backbone's per-modality embeddings of the patients that have it."""
-    from tasks.monitoring.embedding_drift import embedding_drift
-
     sites, ref_site_list = [str(s) for s in current.meta["site"]], [str(s) for s in reference.meta["site"]]
     ref_emb, cur_emb, cur_sites, ref_sites = {}, {}, {}, {}
     for m in dx.modalities:
@@ -82,9 +88,6 @@ def _embedding_drift(dx, reference, current, ref_preds: dict, cur_preds: dict, p
 def _tabular_drift(ws: Workspace, area: Workspace, everyone, reference, current, ref_preds: dict, cur_preds: dict,
                    p: dict, alpha: float, html: Path) -> tuple[dict, dict]:
     """(data drift vs every curated patient: no model involved, prediction drift vs the held-out patients)."""
-    from tasks.monitoring.features import patient_features
-    from tasks.monitoring.tabular_drift import tabular_drift
-
     cur_frame, groups = patient_features(current, cur_preds, curated=area.curated)
     min_rows, same_site = int(p["min_rows"]), int(p["min_reference_rows"])
     data_groups = {g: cols for g, cols in groups.items() if g != "predictions"}
@@ -100,14 +103,6 @@ def _tabular_drift(ws: Workspace, area: Workspace, everyone, reference, current,
 def drift_report(ws: Workspace, p: dict, model_version: str, prepared: dict, out: Path, source: Path) -> dict:
     """Score the prepared area, test every drift family, fire the retraining trigger on a breach, and write
     out/drift.json (+ tabular.html); -> the report."""
-    from tasks.atomic import write_json
-    from tasks.monitoring.findings import describe
-    from tasks.monitoring.trigger import RetrainTrigger
-    from tasks.training.curated_dataset import DatasetConfig
-    from tasks.training.fit import predict
-    from tasks.training.split_data import load_split
-    from tasks.versioning.dataset import current as dataset_version
-
     area = prepared["area"]
     dx, tokenizer, bmeta, evaluation = _load_model(ws, model_version)
     cfg = DatasetConfig(genes=tuple(bmeta["omics_genes"]) if bmeta.get("omics_genes") else None)
@@ -144,8 +139,6 @@ def drift_report(ws: Workspace, p: dict, model_version: str, prepared: dict, out
 
 def log_monitoring(report: dict, out: Path, model_version: str, area_name: str, attempt: Attempt) -> str:
     """The stage's MLflow run (journaled by `attempt`) with the report folder; -> its run id."""
-    import mlflow
-
     run_tags = {tags.STAGE: "monitor", tags.key("model_version"): model_version, tags.key("status"): report["status"]}
     with attempt.mlflow_run(f"monitor-{area_name}", run_tags, experiment=EXPERIMENT) as run:
         mlflow.log_metrics({"drift": float(report["status"] == "drift"),
@@ -158,8 +151,6 @@ def log_monitoring(report: dict, out: Path, model_version: str, area_name: str, 
 
 def note_on_version(name: str, version: str, run_id: str, report: dict) -> None:
     """The version's `mmfm.last_monitoring` tag: the latest run, its status and flagged sites."""
-    import mlflow
-
     mlflow.MlflowClient().set_model_version_tag(name, version, tags.key("last_monitoring"),
                                                 json.dumps({"run_id": run_id, "status": report["status"],
                                                             "sites": report["flagged_sites"]}))

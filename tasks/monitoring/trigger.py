@@ -23,6 +23,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tasks.atomic import write_with
+
 
 class RetrainTrigger:
     """Fire at most once per `cooldown`; state in `state_path` (JSON) guarded by `state_path + ".lock"`."""
@@ -90,8 +92,6 @@ class RetrainTrigger:
         return json.loads(self.state_path.read_text())
 
     def _write(self, state: dict) -> None:
-        from tasks.atomic import write_with
-
         state["cooldown_s"] = self.cooldown.total_seconds()
         write_with(self.state_path, lambda tmp: tmp.write_text(json.dumps(state, indent=1, default=str)), fsync=True)
 

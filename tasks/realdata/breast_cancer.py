@@ -84,7 +84,7 @@ def _write_fhir(out: Path, ids: list[str]) -> None:
 
 def export_breast_cancer(out_dir: Path) -> dict[str, Path]:
     """Write the extracts and outcomes.csv under `out_dir`; -> {"fhir", "omics", "outcomes"} paths."""
-    from sksurv.datasets import load_breast_cancer  # heavy import, only when exporting
+    from sksurv.datasets import load_breast_cancer  # lazy: sksurv (~1.4 s), only when exporting (bench imports Cohort)
 
     x, y = load_breast_cancer()
     out = Path(out_dir)

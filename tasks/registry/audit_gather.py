@@ -22,8 +22,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks import tags
+import mlflow
+
+from tasks import tags, tracking
 from tasks.lineage import Event, Ledger, artifact_sha256, lineage, verify
+from tasks.lineage.hashing import sha256_file
+from tasks.registry.integrity import IntegrityError, manifest_from_tags
 
 CHAIN_STAGES = ("ingest", "validate", "version", "pretrain", "finetune", "evaluate", "register")
 LANDING = "data/landing/"
@@ -105,8 +109,6 @@ def _decisions(version_tags: Mapping[str, str]) -> list[dict]:
 
 
 def _registry(client, name: str, version: str, gaps: list[str]) -> dict:
-    from tasks.registry.integrity import IntegrityError, manifest_from_tags
-
     mv, rm = client.get_model_version(name, version), client.get_registered_model(name)
     mv_tags = dict(mv.tags)
     try:
@@ -296,10 +298,6 @@ def _dataset(related: list[Event], chain: list[Event], version_tag: str | None, 
 
 def _evaluation(root: Path, reg: dict, gaps: list[str]) -> dict | None:
     """The evaluation the registry holds (checked against the manifest), read from the workspace when identical."""
-    import mlflow
-
-    from tasks.lineage.hashing import sha256_file
-
     expected = reg["manifest"]["hashes"].get(EVALUATION_ARTIFACT)
     local = root / "models" / "evaluation" / "evaluation.json"
     if expected and local.exists() and sha256_file(local) == expected:
@@ -387,10 +385,6 @@ def build_audit(root: Path, model_ref: str) -> dict:
     Returns a plain dict (JSON-serialisable) with the sections `render_audit` prints, plus `complete` (no gap found)
     and `gaps` (one sentence each). Opens the workspace's tracking store via tasks.tracking.configure(root).
     """
-    import mlflow
-
-    from tasks import tracking
-
     root = Path(root).resolve()
     tracking.configure(root)
     client, gaps, notes = mlflow.MlflowClient(), [], []

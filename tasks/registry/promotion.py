@@ -14,8 +14,13 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+import mlflow
+
 from tasks import tags
-from tasks.workspace import Workspace
+from tasks.registry.gate import Candidate, GatePolicy, evaluate_gate
+from tasks.registry.integrity import IntegrityError
+from tasks.registry.phi_scan import scan_artifacts
+from tasks.workspace import VALIDATION_REPORT, Workspace
 
 PROMOTING = tags.PROMOTING  # + alias
 
@@ -32,12 +37,9 @@ def candidate_from(client, name: str, version: str, scratch: Path):
     """The gate's facts about one version, read from its artifacts after they passed the hash check (tags are
     editable by anyone with EDIT; the hashed artifacts are not): evaluation report, backbone meta, contract results;
     plus a PHI scan of everything it ships."""
+    # lazy: torch and models (~8 s with monai) only to judge a candidate; rollback and the CLI import this module
     from tasks.evaluation.assess import subgroup_primary
-    from tasks.registry.gate import Candidate
-    from tasks.registry.integrity import IntegrityError
-    from tasks.registry.phi_scan import scan_artifacts
     from tasks.registry.staging import download_verified
-    from tasks.workspace import VALIDATION_REPORT
 
     try:
         local = download_verified(f"{name}/{version}", scratch / f"v{version}")
@@ -79,8 +81,6 @@ def pending_promotion(client, name: str, version: str, alias: str, approver: str
 def settle_promotion(client, name: str, alias: str) -> bool:
     """Remove the pending-decision marker a kill left after its approved promotion was fully written (the alias on
     the marker's version, which ends the alias history; the ledger event comes before both); -> whether it did."""
-    import mlflow
-
     tag = client.get_registered_model(name).tags.get(f"{PROMOTING}{alias}")
     if not tag:
         return False
@@ -98,10 +98,6 @@ def settle_promotion(client, name: str, alias: str) -> bool:
 
 def decide(ws: Workspace, client, name: str, version: str, alias: str, approver: str, reason: str) -> dict:
     """Judge the candidate against the current holder of `alias` with the gate; -> the decision to record."""
-    import mlflow
-
-    from tasks.registry.gate import GatePolicy, evaluate_gate
-
     with tempfile.TemporaryDirectory(dir=ws.state) as tmp:
         candidate = candidate_from(client, name, version, Path(tmp))
         champion = None

@@ -13,8 +13,13 @@ from pathlib import Path
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+import torch
 
 from data_contracts import diagnosis_names
+from tasks.registry.records import batch_from_records
+from tasks.training.bundle import load_adapter
+from tasks.training.fit import predict
+from tasks.training.split_data import SplitData
 
 CLASS_NAMES = diagnosis_names()  # data_contracts/labels.yaml
 OUTPUT_COLUMNS = ("patient_id", *(f"p_{c}" for c in CLASS_NAMES), "predicted_class", "risk_1y", "log_hazard")
@@ -22,8 +27,6 @@ OUTPUT_COLUMNS = ("patient_id", *(f"p_{c}" for c in CLASS_NAMES), "predicted_cla
 
 def load_bundle(root: Path) -> dict:
     """task -> (model, tokenizer) for every adapter in root/finetuned, over root/backbone."""
-    from tasks.training.bundle import load_adapter
-
     root = Path(root)
     tasks = sorted(d.name for d in (root / "finetuned").iterdir() if (d / "adapter.json").exists())
     if "diagnosis" not in tasks:
@@ -33,12 +36,6 @@ def load_bundle(root: Path) -> dict:
 
 def score(models: dict, records: pd.DataFrame, batch_size: int = 64) -> pd.DataFrame:
     """Records -> predictions (see module docstring)."""
-    import torch
-
-    from tasks.registry.records import batch_from_records
-    from tasks.training.fit import predict
-    from tasks.training.split_data import SplitData
-
     diagnosis, tokenizer = models["diagnosis"]
     n_omics = diagnosis.config.omics.n_features if diagnosis.config.omics is not None else None
     max_length = diagnosis.config.notes.max_length if diagnosis.config.notes is not None else 64

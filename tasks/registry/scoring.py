@@ -6,16 +6,16 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from tasks.registry.records import records_from_split
+from tasks.registry.staging import load_verified
+from tasks.training.bundle import load_backbone
+from tasks.training.curated_dataset import DatasetConfig
+from tasks.training.split_data import load_split
 from tasks.workspace import Workspace
 
 
 def score_curated(pyfunc_model, bundle: Path, curated: Path, split: str | None):
     """Records of a curated folder (in the model's gene order) scored by the pyfunc -> pandas DataFrame."""
-    from tasks.registry.records import records_from_split
-    from tasks.training.bundle import load_backbone
-    from tasks.training.curated_dataset import DatasetConfig
-    from tasks.training.split_data import load_split
-
     _, tokenizer, meta = load_backbone(bundle / "backbone")
     genes = meta.get("omics_genes")
     data = load_split(curated, split, tokenizer, DatasetConfig(genes=tuple(genes) if genes else None))
@@ -24,8 +24,6 @@ def score_curated(pyfunc_model, bundle: Path, curated: Path, split: str | None):
 
 def score_version(ws: Workspace, model_version: str, curated: Path, split: str | None):
     """Score `curated` (one split, or None: every patient) with a registered version -> pandas DataFrame."""
-    from tasks.registry.staging import load_verified
-
     with tempfile.TemporaryDirectory(dir=ws.state) as tmp:
         pyfunc_model = load_verified(model_version, Path(tmp))
         frame = score_curated(pyfunc_model, next(Path(tmp).rglob("bundle")), curated, split)

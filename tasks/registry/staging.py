@@ -13,9 +13,22 @@ import json
 import shutil
 from pathlib import Path
 
+import mlflow
+import pandas as pd
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
 from tasks import tags
+from tasks.evaluation.assess import subgroup_primary
 from tasks.registry.client import parse_ref
+from tasks.registry.integrity import IntegrityError, hash_tree, manifest_from_tags, manifest_tags, verify_tree
+from tasks.registry.model_card import render_model_card
+from tasks.registry.pyfunc import MultimodalPyfunc, load_bundle, score
+from tasks.registry.records import COLUMNS, records_from_split
 from tasks.stage.run import Attempt
+from tasks.training.bundle import load_backbone, read_meta
+from tasks.training.split_data import SplitData, load_split
 from tasks.workspace import Workspace
 
 PIP = ["torch==2.13.0", "transformers==5.24.0", "peft==0.21.2", "monai==1.6.1", "mlflow==3.17.2", "pandas==2.3.3",
@@ -63,9 +76,6 @@ def read_evaluation(ws: Workspace) -> dict:
 
 def stage_artifacts(ws: Workspace, staging: Path, name: str) -> dict:
     """bundle/ (backbone + adapters), evaluation/ and card/ in one folder: what the registry will hold."""
-    from tasks.registry.model_card import render_model_card
-    from tasks.training.bundle import read_meta
-
     evaluation = read_evaluation(ws)
     shutil.copytree(ws.models / "backbone", staging / "bundle" / "backbone")
     shutil.copytree(ws.models / "finetuned", staging / "bundle" / "finetuned")
@@ -83,12 +93,6 @@ def stage_artifacts(ws: Workspace, staging: Path, name: str) -> dict:
 def input_example(shapes_from) -> pd.DataFrame:  # noqa: F821 - pandas is imported lazily
     """Two records with the real inputs' shapes and no patient's values: a registered model ships no patient data
     (a de-identified note still carries free text and shifted dates). Blank images, one lab, a neutral sentence."""
-    import pandas as pd
-    import torch
-
-    from tasks.registry.records import COLUMNS, records_from_split
-    from tasks.training.split_data import SplitData
-
     first = shapes_from.take([0])
     blank = {k: torch.zeros_like(v) for k, v in first.tensors.items() if k in ("image_3d", "image_2d")}
     mask = torch.zeros_like(first.tensors["mask"])
@@ -112,8 +116,6 @@ def contracts_passed(ws: Workspace) -> bool:
 def registered_with(client, name: str, content: str):
     """(complete, incomplete): the version numbers already registered from exactly these backbone, adapter and
     evaluation files, and the newest one whose registration never finished."""
-    from mlflow.exceptions import MlflowException
-
     try:
         versions = client.search_model_versions(f"name='{name}'")
     except MlflowException as exc:  # an unreachable server is an error, not "nothing registered yet"
@@ -129,13 +131,6 @@ def registered_with(client, name: str, content: str):
 
 def log_model(ws: Workspace, staging: Path, run_tags: dict[str, str], attempt: Attempt) -> str:
     """Log the staged folder as one pyfunc in the stage's MLflow run (journaled by `attempt`); -> its model URI."""
-    import mlflow
-    from mlflow.models import infer_signature
-
-    from tasks.registry.pyfunc import MultimodalPyfunc, load_bundle, score
-    from tasks.training.bundle import load_backbone
-    from tasks.training.split_data import load_split
-
     _, tokenizer, _ = load_backbone(ws.models / "backbone")
     example = input_example(load_split(ws.curated, "test", tokenizer))
     output = score(load_bundle(staging / "bundle"), example)
@@ -151,10 +146,6 @@ def log_model(ws: Workspace, staging: Path, run_tags: dict[str, str], attempt: A
 
 def version_tags(ws: Workspace, evaluation: dict, hashes: dict, content: str, phi_findings: int) -> dict[str, str]:
     """The facts the gate and the audit read, as version tags, with the artifact manifest."""
-    from tasks.evaluation.assess import subgroup_primary
-    from tasks.registry.integrity import manifest_tags
-    from tasks.training.bundle import read_meta
-
     diag = evaluation["tasks"]["diagnosis"]
     return {
         tags.key("evaluated_split"): evaluation["split"],
@@ -171,10 +162,6 @@ def version_tags(ws: Workspace, evaluation: dict, hashes: dict, content: str, ph
 
 def download_verified(uri: str, dst: Path) -> Path:
     """Download a registered version's artifacts and check every file against its sha256 tags."""
-    import mlflow
-
-    from tasks.registry.integrity import IntegrityError, manifest_from_tags, verify_tree
-
     client = mlflow.MlflowClient()
     name, version = parse_ref(uri, client)
     version_tags = client.get_model_version(name, version).tags
@@ -188,8 +175,6 @@ def download_verified(uri: str, dst: Path) -> Path:
 
 def load_verified(uri: str, scratch: Path):
     """The pyfunc of `models:/NAME@alias` or NAME/VERSION, after its artifacts passed the hash check."""
-    import mlflow
-
     return mlflow.pyfunc.load_model(str(download_verified(uri, scratch)))
 
 
@@ -198,8 +183,6 @@ def model_version(ws: Workspace, client, name: str, staging: Path, content: str,
     """The model version these staged files are registered as; -> (ModelVersion, MLflow run id). An earlier
     attempt's is completed: its version when it died after creating one (`pending`), else its logged model when it
     died after logging (`attempt.reused`); else the model is logged and the version created, born incomplete."""
-    import mlflow
-
     if pending is not None:
         return pending, pending.run_id
     model_uri = attempt.result["model_uri"] if attempt.reused else log_model(ws, staging, run_tags, attempt)
@@ -210,9 +193,5 @@ def model_version(ws: Workspace, client, name: str, staging: Path, content: str,
 
 def registered_hashes(name: str, version: str, scratch: Path) -> dict:
     """sha256 of every file of the version as the registry serves it (what `download_verified` will check)."""
-    import mlflow
-
-    from tasks.registry.integrity import hash_tree
-
     return hash_tree(Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
                                                               dst_path=str(scratch))))

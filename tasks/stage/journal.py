@@ -22,8 +22,11 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from tasks import tags
+import mlflow
+
+from tasks import tags, tracking
 from tasks.atomic import fresh_dir, replace_dir, write_text
+from tasks.lineage import Ledger, artifact_entry, artifact_sha256
 from tasks.workspace import Workspace
 
 INTERRUPTED_TAG = tags.INTERRUPTED
@@ -58,8 +61,6 @@ class RunJournal:
     def finish(self, result: dict, *, outputs: Iterable[Path] = (), keep: Path | None = None) -> None:
         """The run holds everything: `result` is what the stage returns, `outputs` the workspace paths it produced
         (checked unchanged before reuse), `keep` a folder copied aside for reuse."""
-        from tasks.lineage import artifact_entry
-
         body = self._read() or {}
         if keep is not None:
             incoming = fresh_dir(self.kept)
@@ -86,8 +87,6 @@ class RunJournal:
         return None
 
     def _outputs_unchanged(self, body: dict) -> bool:
-        from tasks.lineage import artifact_sha256
-
         for entry in body.get("outputs", []):
             path = self.ws.root / entry["uri"]
             if not path.exists() or artifact_sha256(path) != entry["sha256"]:
@@ -96,8 +95,6 @@ class RunJournal:
 
     def _recorded(self, run_id: str) -> bool:
         """Does a ledger event of this stage name the run? (the stage finished; the journal is left over)"""
-        from tasks.lineage import Ledger
-
         for event in Ledger.of_workspace(self.ws.root).events():
             facts = event.facts or {}
             named = {facts.get("mlflow_run_id"), *(facts.get("mlflow_run_ids") or {}).values()}
@@ -108,10 +105,6 @@ class RunJournal:
 
 def _close_run(root: Path, run_id: str, status: str) -> None:
     """End a run a kill left RUNNING: KILLED when it had not finished, FINISHED when only MLflow's end was missing."""
-    import mlflow
-
-    from tasks import tracking
-
     tracking.configure(root)
     client = mlflow.MlflowClient()
     try:

@@ -33,8 +33,15 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import mlflow
+from prefect.runtime import flow_run
+
+from tasks import tracking
+from tasks.lineage import record
 from tasks.stage.journal import RunJournal
+from tasks.tracking import tracking_errors
 from tasks.workspace import Workspace
+from tasks.workspace_lock import workspace_lock
 
 EXPERIMENT = "mmfm"  # the MLflow experiment of the model stages
 
@@ -69,10 +76,6 @@ class Attempt:
     @contextmanager
     def mlflow_run(self, run_name: str, tags: dict[str, str], experiment: str = EXPERIMENT) -> Iterator:
         """Open the stage's MLflow run in the workspace's experiment and journal it as started."""
-        import mlflow
-
-        from tasks import tracking
-
         root = self.journal.ws.root
         with mlflow.start_run(experiment_id=tracking.experiment_id(root, experiment), run_name=run_name,
                               tags=tags) as run:
@@ -102,8 +105,6 @@ class StageRun:
 
     def ledger_run_id(self, fallback: str | None = None) -> str:
         """The Prefect flow run's id; outside one, `fallback` or the MLflow run id of the last attempt."""
-        from prefect.runtime import flow_run
-
         last = next((a.run_id for a in reversed(self.attempts) if a.run_id), None)
         return str(flow_run.id or fallback or last)
 
@@ -112,8 +113,6 @@ class StageRun:
         """Append the stage's ledger event (once per run id), then forget its journals; -> the Event.
 
         `run_id`: the stage's own id for the event (register, promote); else `ledger_run_id(fallback)`."""
-        from tasks.lineage import record
-
         event = record(self.ws, self.stage, run_id or self.ledger_run_id(fallback), inputs=inputs, outputs=outputs,
                        params=params, facts=facts)
         self.clear()
@@ -128,10 +127,6 @@ class StageRun:
 @contextmanager
 def stage_run(workspace: Path | Workspace, stage: str, *, command: str | None = None) -> Iterator[StageRun]:
     """Hold the workspace lock and apply the MLflow outage policy for the block; MLflow points at the workspace."""
-    from tasks import tracking
-    from tasks.tracking import tracking_errors
-    from tasks.workspace_lock import workspace_lock
-
     ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace).resolve())
     with workspace_lock(ws.root, command=command or f"mmfm {stage}"), tracking_errors():
         tracking.configure(ws.root)

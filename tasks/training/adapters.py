@@ -11,9 +11,15 @@ import json
 import shutil
 from pathlib import Path
 
+import mlflow
+
+from tasks import tags, tracking
 from tasks.faults import kill_point
 from tasks.stage.run import Attempt
 from tasks.training.backbone import train_config
+from tasks.training.bundle import LoraSettings, load_backbone, save_adapter
+from tasks.training.fit import finetune
+from tasks.training.split_data import label_fraction, load_split
 from tasks.versioning.dataset import DatasetVersion
 from tasks.workspace import Workspace
 
@@ -34,8 +40,6 @@ def resolve_backbone(ws: Workspace, source: str | None, scratch: Path) -> Path:
         if not (path / "meta.json").exists():
             raise FileNotFoundError(f"{path}: no backbone: run `mmfm pretrain` first")
         return path
-    import mlflow
-
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(scratch)))
     for candidate in (local, local / "backbone", local / "artifacts" / "backbone"):
         if (candidate / "meta.json").exists() and (candidate / "weights.safetensors").exists():
@@ -45,10 +49,6 @@ def resolve_backbone(ws: Workspace, source: str | None, scratch: Path) -> Path:
 
 def finetune_one(ws: Workspace, backbone_dir: Path, task_name: str, p: dict, key: str, resume: bool) -> dict:
     """Train one task's adapter and head; -> {trained, lora, backbone_meta, train_patients}."""
-    from tasks.training.bundle import LoraSettings, load_backbone
-    from tasks.training.fit import finetune
-    from tasks.training.split_data import label_fraction, load_split
-
     backbone, tokenizer, meta = load_backbone(backbone_dir)
     train, val = load_split(ws.curated, "train", tokenizer), load_split(ws.curated, "val", tokenizer)
     fraction = float(p["label_fraction"])
@@ -70,11 +70,6 @@ def reuse_adapter(attempt: Attempt, incoming: Path, task_name: str) -> dict:
 def log_adapter(ws: Workspace, task_name: str, p: dict, data: DatasetVersion, sha: str, out: dict, incoming: Path,
                 attempt: Attempt) -> dict:
     """Save the task's adapter into `incoming` and log its MLflow run (journaled by `attempt`); -> its result."""
-    import mlflow
-
-    from tasks import tags, tracking
-    from tasks.training.bundle import save_adapter
-
     trained, bmeta, facts = out["trained"], out["backbone_meta"], data.facts()
     run_tags = {**tracking.run_tags(ws.root, "finetune", facts), tags.TASK: task_name,
                 tags.BACKBONE_RUN_ID: str(bmeta.get("mlflow_run_id")), tags.BACKBONE_SHA256: sha}

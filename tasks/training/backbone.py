@@ -10,16 +10,28 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import mlflow
+import polars as pl
+import torch
+
+from models.encoders.text import load_tokenizer
+from tasks import tags, tracking
+from tasks.atomic import fresh_dir, replace_dir
 from tasks.faults import kill_point
 from tasks.stage.run import Attempt
+from tasks.training.bundle import backbone_sha256, save_backbone
+from tasks.training.curated_dataset import DatasetConfig, model_inputs
+from tasks.training.ddp import failure_line, launch_torchrun, rendezvous_settings, save_split
+from tasks.training.fit import corpus_tokenizer, new_model, pretrain
+from tasks.training.loop import TrainConfig
+from tasks.training.split_data import load_split
+from tasks.validation.contracts import check_model_inputs
 from tasks.versioning.dataset import DatasetVersion
 from tasks.workspace import Workspace
 
 
 def train_config(p: dict, objective: str):
     """A params.yaml section (pretrain, finetune) as the training loop's config."""
-    from tasks.training.loop import TrainConfig
-
     return TrainConfig(steps=int(p["steps"]), lr=float(p["lr"]), weight_decay=float(p["weight_decay"]),
                        warmup_steps=int(p["warmup_steps"]), batch_size=int(p["batch_size"]), seed=int(p["seed"]),
                        checkpoint_every=int(p.get("checkpoint_every", 0)), objective=objective)
@@ -27,8 +39,6 @@ def train_config(p: dict, objective: str):
 
 def omics_genes(ws: Workspace) -> list[str] | None:
     """The omics panel the backbone reads, in order (new extracts are aligned to it when scored)."""
-    import polars as pl
-
     path = ws.curated / "omics_features.parquet"
     if not path.exists():
         return None
@@ -40,18 +50,11 @@ def _checkpoint_tokenizer(path: Path, resume: bool):
     """The tokenizer saved with this run's checkpoints, when resuming one (None: train a new one)."""
     if not (resume and (path / "tokenizer.json").exists()):
         return None
-    from models.encoders.text import load_tokenizer
-
     return load_tokenizer(path)
 
 
 def train_backbone(ws: Workspace, p: dict, key: str, resume: bool) -> dict:
     """-> {model, tokenizer, losses, val_losses, best_step, counts, world_size}; under torchrun when p['nproc'] > 1."""
-    from tasks.training.curated_dataset import DatasetConfig, model_inputs
-    from tasks.training.fit import corpus_tokenizer, new_model, pretrain
-    from tasks.training.split_data import load_split
-    from tasks.validation.contracts import check_model_inputs
-
     cfg = train_config(p, "pretrain")
     config = DatasetConfig()
     ckpt = ws.state / "checkpoints" / key
@@ -67,8 +70,6 @@ def train_backbone(ws: Workspace, p: dict, key: str, resume: bool) -> dict:
         raise ValueError(f"curated training data break data_contracts/model_io.yaml: {'; '.join(problems[:5])}")
     n_omics = train.tensors["omics"].shape[1] if "omics" in train.tensors else None
     model = new_model(p["model"], cfg.seed, n_omics)
-    from tasks.training.ddp import rendezvous_settings
-
     rdzv = rendezvous_settings(p, default_id=key)  # every node with the same params and data derives the same id
     if int(p.get("nproc", 1)) > 1 or not rdzv.standalone:
         return _train_under_torchrun(model, train, cfg, ckpt / "ddp", int(p.get("nproc", 1)), rdzv, resume) \
@@ -81,10 +82,6 @@ def train_backbone(ws: Workspace, p: dict, key: str, resume: bool) -> dict:
 
 
 def _train_under_torchrun(model, train, cfg, work: Path, nproc: int, rdzv, resume: bool) -> dict:
-    import torch
-
-    from tasks.training.ddp import failure_line, launch_torchrun, save_split
-
     for stale in ("final.pt", "result.json"):  # written by global rank 0 only, which may run on another node
         (work / stale).unlink(missing_ok=True)
     save_split(train, work / "train.pt")
@@ -109,12 +106,6 @@ def _train_under_torchrun(model, train, cfg, work: Path, nproc: int, rdzv, resum
 
 def publish_backbone(ws: Workspace, p: dict, data: DatasetVersion, out: dict, attempt: Attempt) -> dict:
     """Publish models/backbone and log the stage's MLflow run (journaled by `attempt`); -> the stage's summary."""
-    import mlflow
-
-    from tasks import tags, tracking
-    from tasks.atomic import fresh_dir, replace_dir
-    from tasks.training.bundle import backbone_sha256, save_backbone
-
     facts, backbone = data.facts(), ws.models / "backbone"
     run_tags = tracking.run_tags(ws.root, "pretrain", facts)
     with attempt.mlflow_run(f"pretrain-{p['model']}", run_tags) as run:

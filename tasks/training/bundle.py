@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from peft import LoraConfig, inject_adapter_in_model
 from safetensors.torch import load_file, save_file
 
 from models.encoders.text import load_tokenizer
@@ -87,8 +88,6 @@ def backbone_sha256(directory: Path) -> str:
 def add_lora(model: MultimodalModel, task: str, lora: LoraSettings) -> MultimodalModel:
     """Freeze the backbone, inject LoRA adapters (peft) and unfreeze the task's head: only those train (or, with
     `full`, train every parameter: the stronger recipe when labels are plentiful, measured in bench/quality.py)."""
-    from peft import LoraConfig, inject_adapter_in_model
-
     if task not in HEADS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(HEADS)}")
     if lora.full:

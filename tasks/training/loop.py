@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.losses import cox_ph_loss
+from tasks.atomic import write_with
 
 Batch = dict[str, torch.Tensor]
 BatchSource = Callable[[int], Batch] | Iterable[Batch]
@@ -154,8 +155,6 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(directory: Path, state: dict) -> Path:
     """Write ckpt_<step>.pt atomically: a reader sees the old file set or the new one, never a partial file."""
-    from tasks.atomic import write_with
-
     return write_with(directory / f"{CKPT_PREFIX}{state['step']:08d}.pt", lambda tmp: torch.save(state, tmp))
 
 

@@ -30,7 +30,7 @@ import polars as pl
 
 from data_contracts.contract import Contract, ModelIO, TensorSpec, load_contracts, load_model_io
 from tasks.ingest.quarantine import Rejection
-from tasks.validation.gx_suites import ROW, Compiled, Scope, compile_rule, split_map
+from tasks.validation.gx_suites import ROW, Compiled, GxRun, Scope, compile_rule, split_map
 
 __all__ = ["QuarantinedRow", "RuleOutcome", "TableReport", "ValidationReport", "check_model_inputs", "validate_tables"]
 SOURCE_OF = {"imaging": "dicom", "omics": "omics", "omics_features": "omics", "cohort": "staged"}  # else fhir
@@ -305,8 +305,6 @@ def validate_tables(tables: dict[str, pl.DataFrame], contracts_dir: Path | str |
                   split_source="cohort" if splits is None else None)
     runner = None
     if gx:
-        from tasks.validation.gx_suites import GxRun
-
         runner = GxRun(context_dir)
     reports: dict[str, TableReport] = {}
     for table in table_order(contracts, [t for t in tables if t in contracts]):

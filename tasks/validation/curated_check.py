@@ -14,6 +14,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dvc.repo import Repo
+from dvc_data.hashfile.build import build
+from dvc_data.hashfile.db.local import LocalHashFileDB
+from dvc_data.hashfile.hash_info import HashInfo
+from dvc_data.hashfile.tree import Tree
+
 from tasks.workspace import lock_hash
 
 CURATED = "data/curated"
@@ -35,12 +41,6 @@ def changed_files(root: Path) -> list[str] | None:
     """Paths under data/curated whose content differs from validate's dvc.lock record ([] when identical).
 
     None when dvc.lock has no record of data/curated (validate never ran in this workspace)."""
-    from dvc.repo import Repo
-    from dvc_data.hashfile.build import build
-    from dvc_data.hashfile.db.local import LocalHashFileDB
-    from dvc_data.hashfile.hash_info import HashInfo
-    from dvc_data.hashfile.tree import Tree
-
     root = Path(root).resolve()
     recorded = lock_hash(root, "validate", CURATED)
     if recorded is None:

@@ -23,6 +23,7 @@ from functools import cache
 from pathlib import Path
 
 import polars as pl
+from pandas.api.types import pandas_dtype
 
 from data_contracts.contract import Contract, Expectation
 
@@ -300,8 +301,6 @@ class GxOutcome:
 def _pandas_dtype_name(polars_name: str) -> str | None:
     """The pandas dtype our conversion gives a column declared `polars_name`; None if pandas cannot parse its name
     (nested types): GX's ExpectColumnTypeToBe cannot say it, so polars alone checks that column's dtype."""
-    from pandas.api.types import pandas_dtype
-
     frame = pl.DataFrame(schema={"c": polars_dtype(polars_name)}).to_pandas(use_pyarrow_extension_array=True)
     name = str(frame.dtypes["c"])
     try:
@@ -314,7 +313,7 @@ def _pandas_dtype_name(polars_name: str) -> str | None:
 def gx_expectation(kind: str, kwargs: dict, meta: dict):
     """Build one GX 1.x expectation from a part's spec (row conditions as GX Condition objects); None if the spec
     cannot be said in GX."""
-    import great_expectations.expectations as gxe
+    import great_expectations.expectations as gxe  # lazy: GX (~4 s) only when a suite is built or run
     from great_expectations.expectations.row_conditions import Column
 
     kw = dict(kwargs)
@@ -333,7 +332,7 @@ class GxRun:
     """One GX context per validation: ephemeral, or file-backed under `context_dir` (results JSON + Data Docs)."""
 
     def __init__(self, context_dir: Path | str | None = None):
-        import great_expectations as gx
+        import great_expectations as gx  # lazy: GX (~4 s) only when a suite is run; flows.validate imports this
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -348,7 +347,7 @@ class GxRun:
         self.artifacts: dict[str, str] = {}
 
     def _validation(self, table: str, version: str, expectations: list):
-        import great_expectations as gx
+        import great_expectations as gx  # lazy: GX (~4 s), as in __init__
 
         try:
             asset = self.source.get_asset(table)
