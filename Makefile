@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 PIP_QUIET := --quiet --disable-pip-version-check --progress-bar off
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 install: $(VENV)/.installed
 
@@ -20,8 +20,15 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/mmfm demo --workspace demo-workspace
 
+# Two workers (pytest-xdist): tests/conftest.py hands a module (or the modules sharing a whole-pipeline session fixture)
+# to one worker, so each fixture is built once, and hands out the longest first.
+XDIST := -n 2 --dist loadscope --no-loadscope-reorder
+
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(XDIST) --durations=15
+
+test-fast: install
+	$(BIN)/pytest -q -m "not slow" $(XDIST)
 
 lint: install
 	$(BIN)/ruff check .

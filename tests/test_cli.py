@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -72,6 +73,8 @@ def quick_workspace(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow  # two whole demos
+@pytest.mark.timeout(600)
 def test_demo_runs_and_reports_limits(tmp_path, prefect_api, monkeypatch):
     monkeypatch.setenv("MMFM_PSEUDONYM_KEY", "")  # recorded, so the demo's own key is unset again afterwards
     monkeypatch.delenv("MMFM_PSEUDONYM_KEY")
@@ -100,6 +103,8 @@ def test_demo_runs_and_reports_limits(tmp_path, prefect_api, monkeypatch):
     assert again["governance"]["promotion"]["decision"] == "already champion"
 
 
+@pytest.mark.slow  # a whole demo
+@pytest.mark.timeout(600)
 def test_lineage_and_audit_verify_on_the_demo_workspace(tmp_path, prefect_api, monkeypatch):
     import os
 

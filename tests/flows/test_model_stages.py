@@ -11,6 +11,8 @@ import pytest
 from flows.pipeline import MODEL_STAGES, pipeline
 from tasks.lineage import Ledger, lineage
 
+pytestmark = pytest.mark.slow  # every test reads the session's trained workspace (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def trained(trained_workspace):

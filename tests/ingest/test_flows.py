@@ -48,6 +48,7 @@ def _phi_canaries(cohort) -> set[str]:
     return canaries
 
 
+@pytest.mark.slow  # every ingest flow on a generated cohort
 def test_ingest_flows_end_to_end(cohort, tmp_path, prefect_api, pseudonym_key, caplog):
     caplog.set_level(logging.DEBUG)
     ws = init_workspace(tmp_path / "ws")

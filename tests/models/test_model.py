@@ -97,6 +97,7 @@ def supervised_loss(out: dict, y: torch.Tensor, time: torch.Tensor, event: torch
             + F.binary_cross_entropy_with_logits(out["binary_logit"], event.float()))
 
 
+@pytest.mark.slow  # trains
 def test_a_few_steps_lower_the_loss():
     torch.manual_seed(0)
     model = create_model("tiny")

@@ -15,6 +15,7 @@ from tasks.lineage import Ledger
 
 runner = CliRunner()
 NAME = "mmfm-multimodal"
+pytestmark = pytest.mark.slow  # on a copy of the session's trained workspace (tests/conftest.py)
 
 
 def _json(result) -> dict:
