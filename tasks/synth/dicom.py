@@ -9,6 +9,8 @@ Layout (DICOMDIR-style, no PHI in paths): root/PA{index:06d}/ST{study:02d}/SE{se
     ST01/SE01  radiograph (DX or CR, one image)        ST01/SE02  secondary capture (screen save; ~3% of patients)
     ST02/SE01  CT pulmonary angiogram (one file per slice, only when evidence.has_ct)
 Everything random comes from `record.rng(...)` streams and UIDs are name-based UUIDs, so a record gives the same bytes.
+One file (~450 lines) on purpose: the pixel renderers and the headers they sit in share the site's scanner model
+and the record's random streams; split apart, a change to one would silently change the other's bytes.
 """
 
 from __future__ import annotations
