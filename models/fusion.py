@@ -28,6 +28,9 @@ class Fusion(nn.Module):
         self.modalities = list(input_widths)
         self.proj = nn.ModuleDict({m: nn.Linear(d, config.width) for m, d in input_widths.items()})
         self.type_embed = nn.Embedding(len(self.modalities), config.width)
+        # small init: at N(0, 1) the type vector (norm ~ sqrt(width)) dwarfs the content and every patient's vectors
+        # point the same way (pairwise cosine ~1: the contrastive and masked-modality targets collapse)
+        nn.init.normal_(self.type_embed.weight, std=0.02)
         self.cls = nn.Parameter(torch.zeros(1, 1, config.width))
         nn.init.normal_(self.cls, std=0.02)
         self.transformer = Transformer(config.width, config.layers, config.heads, dropout=config.dropout)
@@ -44,7 +47,8 @@ class Fusion(nn.Module):
         Returns:
             fused (B, W): the CLS output (+ mean of the pooled, `pool_skip`);
             pooled: modality -> (B, W) masked mean of the fused tokens;
-            unimodal: modality -> (B, W) masked mean of the projected tokens before fusion (for contrastive losses);
+            unimodal: modality -> (B, W) masked mean of the projected tokens before the type embedding and fusion
+                (for contrastive losses);
             present: modality -> (B,) bool, True where the modality had at least one valid token;
             attention: modality -> (B,) share of the CLS attention (last layer) over the modalities, 0 when absent.
         """
@@ -55,8 +59,9 @@ class Fusion(nn.Module):
                 continue
             keep = masks[m] & present[m].unsqueeze(1)  # (B, T_m)
             x = torch.where(keep.unsqueeze(-1), tokens[m], torch.zeros_like(tokens[m]))  # drop NaN/garbage values
-            x = self.proj[m](x) + self.type_embed.weight[self.modalities.index(m)]  # (B, T_m, W)
-            unimodal[m], has[m] = masked_mean(x, keep), keep.any(1)
+            x = self.proj[m](x)  # (B, T_m, W)
+            unimodal[m], has[m] = masked_mean(x, keep), keep.any(1)  # content only: no type vector in it
+            x = x + self.type_embed.weight[self.modalities.index(m)]
             seq.append(x)
             valid.append(keep)
             spans[m] = (start, start + x.shape[1])

@@ -50,3 +50,15 @@ def cox_ph_loss(risk: torch.Tensor, time: torch.Tensor, event: torch.Tensor) -> 
     at_risk = time.unsqueeze(0) >= time.unsqueeze(1)  # (B, B): row i = risk set of sample i
     log_denom = torch.logsumexp(risk.unsqueeze(0).masked_fill(~at_risk, float("-inf")), dim=1)  # (B,)
     return -(risk - log_denom)[event].mean()
+
+
+def findings_loss(logits: torch.Tensor, target: torch.Tensor, levels: list[int]) -> torch.Tensor:
+    """Mean cross-entropy over findings. logits (B, sum(levels)): each finding's levels side by side; target (B, F)
+    int64 level per finding, -1 = not reported (ignored). A batch with no reported finding gives a connected 0."""
+    losses, start = [], 0
+    for j, n in enumerate(levels):
+        t = target[:, j]
+        if bool((t >= 0).any()):
+            losses.append(F.cross_entropy(logits[:, start:start + n].float(), t, ignore_index=-1))
+        start += n
+    return torch.stack(losses).mean() if losses else logits.sum() * 0.0

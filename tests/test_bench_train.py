@@ -61,6 +61,7 @@ def test_gpu_bench_dry_run_on_cpu(one_thread, monkeypatch, capsys):
     monkeypatch.setattr(bench_train, "default_threads", lambda: 1)
     gpu_train.main()
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"][0]
-    # 1 CLS + 18 CT (2x3x3 grid) + 16 radiograph (4x4 grid) + 8 labs (summary + 7 codes) + 2 notes + 2 omics tokens
-    assert row["tokens_per_step"] == 4 * 47
+    # 1 CLS + 18 CT (2x3x3 grid) + 16 radiograph (4x4 grid) + 8 labs (summary + 7 codes) + 1 notes (concepts)
+    # + 1 omics (low-rank scores) + 1 demographics token
+    assert row["tokens_per_step"] == 4 * 46
     assert row["flops_per_step"] > 0 and 0 < row["ours_mfu"] < 1 and row["ours_tokens_s"] > 0

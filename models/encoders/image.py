@@ -5,7 +5,8 @@ ViT: patches from MONAI's PatchEmbeddingBlock (conv projection + learnable posit
 models.layers.Transformer (monai.networks.nets.ViT's attention needs einops, not a dependency here).
 CNN: strided MONAI Convolution blocks, then average pooling to a small grid of tokens. Why both: with a few hundred
 images a ViT learns little; a CNN's locality prior finds the findings (cardiac silhouette, opacities, filling
-defects) from the same data. No batch norm: statistics over a batch would mix in the padding of absent images.
+defects) from the same data. No batch norm: statistics over a batch would mix in the padding of absent images;
+group norm (`groups`) normalises each image on its own.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class ImageEncoderConfig:
     arch: str = "vit"  # "vit" | "cnn"
     channels: list[int] = field(default_factory=lambda: [8, 16, 32])  # cnn: per stride-2 stage
     grid: list[int] = field(default_factory=lambda: [4, 4])  # cnn: tokens = prod(grid), pooled feature map
+    groups: int = 0  # cnn: GroupNorm groups after each convolution (0: none); per image, so padding never mixes in
 
 
 class ImageEncoder(nn.Module):
@@ -43,7 +45,8 @@ class ImageEncoder(nn.Module):
         if c.arch == "cnn":
             layers, prev = [], c.in_channels
             for ch in c.channels:
-                layers.append(Convolution(c.spatial_dims, prev, ch, strides=2, kernel_size=3, act="GELU", norm=None,
+                layers.append(Convolution(c.spatial_dims, prev, ch, strides=2, kernel_size=3, act="GELU",
+                                          norm=("group", {"num_groups": c.groups}) if c.groups else None,
                                           dropout=c.dropout or None))
                 prev = ch
             self.cnn = nn.Sequential(*layers)

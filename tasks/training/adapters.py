@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import mlflow
@@ -18,6 +19,7 @@ from tasks.faults import kill_point
 from tasks.stage.run import Attempt
 from tasks.training.backbone import train_config
 from tasks.training.bundle import LoraSettings, load_backbone, save_adapter
+from tasks.training.experts import expert_settings
 from tasks.training.fit import finetune
 from tasks.training.split_data import label_fraction, load_split
 from tasks.versioning.dataset import DatasetVersion
@@ -55,10 +57,14 @@ def finetune_one(ws: Workspace, backbone_dir: Path, task_name: str, p: dict, key
     if fraction < 1:
         train = train.take(label_fraction(train, fraction, int(p["seed"]), TARGET[task_name]))
     lora = LoraSettings(**{k: v for k, v in (p.get("lora") or {}).items() if k in ("r", "alpha", "dropout", "full")})
+    recipe = p.get("recipe") or ("experts" if backbone.experts else "full" if lora.full else "lora")
+    if recipe in ("experts", "full"):
+        lora = replace(lora, full=True)  # the bundle holds the whole fine-tuned model
     trained = finetune(backbone, train, task_name, train_config(p, task_name), lora=lora,
                        checkpoint_dir=ws.state / "checkpoints" / f"{key}-{task_name}", resume=resume, val=val,
-                       eval_every=int(p.get("eval_every", 0)))
-    return {"trained": trained, "lora": lora, "backbone_meta": meta, "train_patients": len(train)}
+                       eval_every=int(p.get("eval_every", 0)), recipe=recipe,
+                       experts=expert_settings(p.get("experts") or {}))
+    return {"trained": trained, "lora": lora, "recipe": recipe, "backbone_meta": meta, "train_patients": len(train)}
 
 
 def reuse_adapter(attempt: Attempt, incoming: Path, task_name: str) -> dict:
@@ -77,12 +83,14 @@ def log_adapter(ws: Workspace, task_name: str, p: dict, data: DatasetVersion, sh
         kill_point("finetune.in_run")
         meta = {"mlflow_run_id": run.info.run_id, **facts, "label_fraction": p["label_fraction"],
                 "train_patients": out["train_patients"], "best_step": trained.best_step,
+                "recipe": out["recipe"], "phases": [asdict(ph) for ph in trained.phases],
                 "trainable_params": trained.trainable_params, "total_params": trained.total_params,
                 "backbone": {"sha256": sha, "mlflow_run_id": bmeta.get("mlflow_run_id"),
                              "uri": f"runs:/{bmeta.get('mlflow_run_id')}/backbone",
                              "model": bmeta.get("model"), "dataset_version": bmeta.get("dataset_version")}}
         save_adapter(incoming / task_name, trained.model, task_name, out["lora"], meta)
-        mlflow.log_params({"task": task_name, "label_fraction": p["label_fraction"], "steps": p["steps"],
+        mlflow.log_params({"task": task_name, "recipe": out["recipe"], "label_fraction": p["label_fraction"],
+                           "steps": p["steps"],
                            "lr": p["lr"], "lora": json.dumps(p.get("lora")), "backbone_sha256": sha,
                            "trainable_params": trained.trainable_params})
         tracking.log_curve(trained.result.losses, "train_loss")

@@ -14,6 +14,7 @@ import mlflow
 import polars as pl
 import torch
 
+from models.encoders.concepts import ConceptReader, is_concept_dir
 from models.encoders.text import load_tokenizer
 from tasks import tags, tracking
 from tasks.atomic import fresh_dir, replace_dir
@@ -22,6 +23,7 @@ from tasks.stage.run import Attempt
 from tasks.training.bundle import backbone_sha256, save_backbone
 from tasks.training.curated_dataset import DatasetConfig, model_inputs
 from tasks.training.ddp import failure_line, launch_torchrun, rendezvous_settings, save_split
+from tasks.training.experts import fit_omics_basis
 from tasks.training.fit import corpus_tokenizer, new_model, pretrain
 from tasks.training.loop import TrainConfig
 from tasks.training.split_data import load_split
@@ -48,9 +50,11 @@ def omics_genes(ws: Workspace) -> list[str] | None:
 
 def _checkpoint_tokenizer(path: Path, resume: bool):
     """The tokenizer saved with this run's checkpoints, when resuming one (None: train a new one)."""
-    if not (resume and (path / "tokenizer.json").exists()):
+    if not resume:
         return None
-    return load_tokenizer(path)
+    if is_concept_dir(path):
+        return ConceptReader.load(path)
+    return load_tokenizer(path) if (path / "tokenizer.json").exists() else None
 
 
 def train_backbone(ws: Workspace, p: dict, key: str, resume: bool) -> dict:
@@ -60,7 +64,7 @@ def train_backbone(ws: Workspace, p: dict, key: str, resume: bool) -> dict:
     ckpt = ws.state / "checkpoints" / key
     tokenizer = _checkpoint_tokenizer(ckpt / "tokenizer", resume)
     if tokenizer is None and (tokenizer := corpus_tokenizer(ws.curated, "train", int(p["vocab_size"]),
-                                                            config.max_text_length)) is not None:
+                                                            config.max_text_length, p["model"])) is not None:
         # the token ids the checkpoints are trained with are kept beside them: training is deterministic
         # (models/encoders/text.py), but a tokenizers upgrade between a kill and its resume could still change them
         tokenizer.save_pretrained(str(ckpt / "tokenizer"))
@@ -99,6 +103,7 @@ def _train_under_torchrun(model, train, cfg, work: Path, nproc: int, rdzv, resum
         raise RuntimeError(f"torchrun run {rdzv.run_id} finished; global rank 0 ran on another node, whose "
                            "workspace holds the backbone: publish it from there (nothing to publish here)")
     model.load_state_dict(torch.load(work / "final.pt", weights_only=True))
+    fit_omics_basis(model, train)  # the ranks train the networks; the basis is a closed form on the same profiles
     result = json.loads((work / "result.json").read_text())
     return {"model": model.eval(), "losses": result["losses"], "val_losses": {}, "best_step": None,
             "world_size": result["world_size"]}

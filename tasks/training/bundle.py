@@ -19,6 +19,7 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 from safetensors.torch import load_file, save_file
 
+from models.encoders.concepts import ConceptReader, is_concept_dir
 from models.encoders.text import load_tokenizer
 from models.model import ModelConfig, MultimodalModel
 from tasks.lineage import artifact_sha256
@@ -39,6 +40,7 @@ class LoraSettings:
     dropout: float = 0.0
     target_modules: str = LORA_TARGETS
     full: bool = False  # train every parameter instead (no adapters): the "adapter" file then holds the whole model
+    # (the experts recipe saves this way too: each of its phases changes part of the model)
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -76,7 +78,9 @@ def load_backbone(directory: Path) -> tuple[MultimodalModel, Any, dict]:
     model = MultimodalModel(ModelConfig.from_dict(json.loads((directory / "config.json").read_text())))
     model.load_state_dict(load_file(str(directory / WEIGHTS)))
     tok_dir = directory / "tokenizer"
-    tokenizer = load_tokenizer(tok_dir) if tok_dir.exists() else None
+    tokenizer = None
+    if tok_dir.exists():  # the WordPiece tokenizer, or the concept reader's lexicon (models/encoders/concepts.py)
+        tokenizer = ConceptReader.load(tok_dir) if is_concept_dir(tok_dir) else load_tokenizer(tok_dir)
     return model.eval(), tokenizer, read_meta(directory)
 
 
@@ -94,6 +98,7 @@ def add_lora(model: MultimodalModel, task: str, lora: LoraSettings) -> Multimoda
         for p in model.parameters():
             p.requires_grad_(True)
         return model
+    model.lock_encoders()  # frozen towers stay in eval mode (no dropout) while the adapters train
     for p in model.parameters():
         p.requires_grad_(False)
     if lora.r > 0:
@@ -112,7 +117,8 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def save_adapter(directory: Path, model: MultimodalModel, task: str, lora: LoraSettings, meta: dict) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_file(_contiguous(trainable_state(model)), str(directory / ADAPTER))
+    # a whole fine-tuned model (full / experts) includes its buffers too (the omics basis fitted on this data)
+    save_file(_contiguous(model.state_dict() if lora.full else trainable_state(model)), str(directory / ADAPTER))
     _write_json(directory / "adapter.json", {"task": task, "lora": asdict(lora)})
     _write_json(directory / "meta.json", {"kind": "adapter", "task": task, **meta})
     return directory

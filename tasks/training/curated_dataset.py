@@ -24,10 +24,14 @@ import yaml
 from torch.utils.data import Dataset
 
 from data_contracts import diagnosis_classes
+from models.encoders.concepts import ConceptReader
 from models.model import MODALITIES  # the mask's columns (model_io.yaml `modalities` states the same order)
+from tasks.training.findings import finding_levels, read_findings
 
 ROOT = Path(__file__).resolve().parents[2]
-INPUTS = (*MODALITIES, "mask")
+INPUTS = (*MODALITIES, "demographics", "mask")
+FINDINGS = ("image_2d", "image_3d")  # image modalities with report-derived targets: findings_<m> (F,) int64
+REPORT_KIND = "radiology_report"
 CLASS_CODES = tuple(c.code for c in diagnosis_classes())  # data_contracts/labels.yaml: label = index here
 MODALITIES_2D, MODALITIES_3D = ("DX", "CR"), ("CT", "MR", "PT")
 LAB_PAD = -1.0  # catalogue index of a padding row: the labs encoder treats idx < 0 as no token
@@ -38,6 +42,7 @@ AGE_BANDS = ((0, "<40"), (40, "40-59"), (60, "60-79"), (80, "80+"))
 class DatasetConfig:
     max_lab_tokens: int = 64  # earliest labs first; more are dropped (T of labs (T, 3))
     note_kinds: tuple[str, ...] = ("clinical_note",)  # radiology reports restate the findings: not an input here
+    # (they are read as image pre-training targets instead: tasks/training/findings.py)
     max_text_length: int = 320  # tokenizer truncation; clinical notes are ~200 word pieces (95th centile ~270)
     labs_catalogue: Path = ROOT / "data_contracts" / "labs.yaml"
     genes: tuple[str, ...] | None = None  # the model's gene panel, in its order (scoring new data); None: this data's
@@ -126,6 +131,17 @@ def _by_patient(frame: pl.DataFrame, sort: str | None = None) -> dict[str, pl.Da
     return {key[0]: part for key, part in frame.group_by("patient_id", maintain_order=True)}
 
 
+MALE, FEMALE = ("male", "m"), ("female", "f")
+
+
+def _demographics(birth: datetime | None, at: datetime | None, sex: str | None) -> torch.Tensor:
+    """(2,) [age in years at the index admission, 1 male / 0 female]; NaN where unknown (never a made-up value)."""
+    years = _days(birth, at)
+    code = str(sex or "").lower()
+    male = 1.0 if code in MALE else 0.0 if code in FEMALE else float("nan")
+    return torch.tensor([years / 365.25 if years is not None else float("nan"), male], dtype=torch.float32)
+
+
 def _age_band(birth: datetime | None, at: datetime | None) -> str | None:
     years = _days(birth, at)
     if years is None:
@@ -160,9 +176,11 @@ class CuratedDataset(Dataset):
         self.labs = _by_patient(t["labs"], "time")
         self.conditions = _by_patient(t["conditions"], "recorded")
         notes = t["notes"]
+        reports = notes.filter(pl.col("kind") == REPORT_KIND) if notes.height else notes
         if notes.height:
             notes = notes.filter(pl.col("kind").is_in(list(self.cfg.note_kinds)))
         self.notes = _by_patient(notes, "time")
+        self.reports = _by_patient(reports, "time")
         self.imaging = _by_patient(t["imaging"], "study_date")
         omics = t["omics"]
         self.omics = _by_patient(omics, "collection_date")
@@ -184,6 +202,11 @@ class CuratedDataset(Dataset):
         item["mask"] = torch.tensor([item[m] is not None for m in MODALITIES], dtype=torch.bool)
         time, event = self._survival(pid, patient, discharge)
         birth = _ts(patient.get("birth_date"))
+        item["demographics"] = _demographics(birth, admit, patient.get("sex"))
+        report = self._report(pid)
+        for m in FINDINGS:
+            item[f"findings_{m}"] = torch.tensor(read_findings(report, m) if item[m] is not None
+                                                 else [-1] * len(finding_levels(m)), dtype=torch.long)
         item |= {"label": self._label(pid), "time": time, "event": event, "patient_id": pid, "site": row["site"],
                  "split": row.get("split"), "sex": patient.get("sex"), "age_band": _age_band(birth, admit)}
         return item
@@ -230,6 +253,11 @@ class CuratedDataset(Dataset):
         notes = self.notes.get(pid)
         texts = [t for t in notes["text"].to_list() if t] if notes is not None else []
         return "\n\n".join(texts) if texts else None
+
+    def _report(self, pid: str) -> str | None:
+        reports = self.reports.get(pid)
+        texts = [t for t in reports["text"].to_list() if t] if reports is not None else []
+        return "\n".join(texts) if texts else None
 
     def _omics(self, pid: str) -> torch.Tensor | None:
         """(G,) in omics_features order from the first sample; genes the sample lacks are NaN."""
@@ -303,9 +331,18 @@ def collate(items: list[dict], tokenizer: Any = None, max_text_length: int = 64)
             batch[name] = value
     texts = [it["notes"] or "" for it in items]
     if tokenizer is not None and any(it["notes"] is not None for it in items):
-        batch["notes"] = tokenizer(texts, padding=True, truncation=True, max_length=max_text_length,
-                                   return_tensors="pt")["input_ids"].long()
+        if isinstance(tokenizer, ConceptReader):  # concept flags (B, F) float, read from the text
+            batch["notes"] = tokenizer.features(texts)
+        else:
+            batch["notes"] = tokenizer(texts, padding=True, truncation=True, max_length=max_text_length,
+                                       return_tensors="pt")["input_ids"].long()
     batch["mask"] = torch.stack([it["mask"] for it in items])
+    if all("demographics" in it for it in items):
+        batch["demographics"] = torch.stack([it["demographics"] for it in items])
+    for m in FINDINGS:
+        key = f"findings_{m}"
+        if all(key in it for it in items):
+            batch[key] = torch.stack([it[key] for it in items])
     batch["notes_text"] = texts
     batch["label"] = torch.tensor([it["label"] for it in items], dtype=torch.long)
     batch["time"] = torch.tensor([it["time"] for it in items], dtype=torch.float32)
@@ -320,5 +357,7 @@ def model_inputs(batch: dict) -> dict[str, torch.Tensor]:
     batch does not carry (notes without a tokenizer) is cleared: the model cannot read what it was not given."""
     out = {k: batch[k] for k in MODALITIES if k in batch}
     carried = torch.tensor([m in out for m in MODALITIES], dtype=torch.bool)
+    if "demographics" in batch:
+        out["demographics"] = batch["demographics"]
     out["mask"] = batch["mask"] & carried
     return out

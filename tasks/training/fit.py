@@ -1,5 +1,6 @@
-"""Training recipes on curated splits: pre-train a backbone, fine-tune a task with LoRA, train a model from scratch,
-and run a trained model over a split. Flows call these; they know nothing of Prefect or MLflow.
+"""Training recipes on curated splits: pre-train a backbone, fine-tune a task (experts then fusion, or LoRA / full
+fine-tuning of the fusion read-out), train a model from scratch, and run a trained model over a split. Flows call
+these; they know nothing of Prefect or MLflow.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.encoders.concepts import ConceptReader
 from models.encoders.text import train_tokenizer
 from models.factory import model_config
 from models.model import MODALITIES, MultimodalModel
 from tasks.training.bundle import LoraSettings, add_lora
 from tasks.training.curated_dataset import CuratedDataset
+from tasks.training.experts import ExpertSettings, fit_omics_basis, fit_task
 from tasks.training.loop import Hooks, TrainConfig, TrainResult, supervised_loss, train
 from tasks.training.split_data import EpochBatches, SplitData
 
@@ -28,6 +31,7 @@ class Trained:
     total_params: int
     val_losses: dict[int, float] = field(default_factory=dict)  # step -> validation loss
     best_step: int | None = None  # the step whose weights were kept (None: the last)
+    phases: list = field(default_factory=list)  # experts recipe: one PhaseReport per phase
 
 
 class Selector:
@@ -69,8 +73,11 @@ class Selector:
         return self.best[1]
 
 
-def corpus_tokenizer(curated: Path, split: str, vocab_size: int, max_length: int) -> Any:
-    """A WordPiece tokenizer trained on the notes of `split` only (never on test notes)."""
+def corpus_tokenizer(curated: Path, split: str, vocab_size: int, max_length: int, model: str | None = None) -> Any:
+    """What turns notes into the model's `notes` input: the clinical-concept reader when the named model reads
+    concepts, else a WordPiece tokenizer trained on the notes of `split` only (never on test notes)."""
+    if model is not None and model_config(model).notes_concepts is not None:
+        return ConceptReader.from_lexicon()
     dataset = CuratedDataset(curated, split=split)
     texts = [t for frame in dataset.notes.values() for t in frame["text"].to_list() if t]
     if not texts:
@@ -103,24 +110,63 @@ def _fit(model: MultimodalModel, data: SplitData, cfg: TrainConfig, checkpoint_d
                    best_step=best)
 
 
+def pretrained_encoders(model: MultimodalModel) -> tuple[str, ...]:
+    """The encoders pre-training trains without outcome labels (fine-tuning locks them): the image encoders with
+    report-finding heads."""
+    return tuple(m for m in model.findings_heads if m in model.encoders)
+
+
 def pretrain(model: MultimodalModel, data: SplitData, cfg: TrainConfig, checkpoint_dir: Path | None = None,
              resume: bool = False, val: SplitData | None = None, eval_every: int = 0) -> Trained:
-    """Self-supervised: InfoNCE between the modalities each patient has + masked-modality modelling."""
+    """Self-supervised, no outcome label read: the low-rank omics basis on every profile, then the configured
+    objectives (report findings for the image encoders; InfoNCE + masked-modality modelling when `contrastive`)."""
+    fit_omics_basis(model, data)
     return _fit(model, data, replace(cfg, objective="pretrain"), checkpoint_dir, resume, val, eval_every)
+
+
+RECIPES = ("experts", "lora", "full")
 
 
 def finetune(backbone: MultimodalModel, data: SplitData, task: str, cfg: TrainConfig,
              lora: LoraSettings | None = None, checkpoint_dir: Path | None = None, resume: bool = False,
-             val: SplitData | None = None, eval_every: int = 0) -> Trained:
-    """Frozen backbone + LoRA adapters + the task's head (peft); only adapters and head train."""
-    model = add_lora(backbone, task, lora or LoraSettings())
+             val: SplitData | None = None, eval_every: int = 0, recipe: str | None = None,
+             experts: ExpertSettings | None = None) -> Trained:
+    """Fine-tune `backbone` on one task. Recipes: "experts" (the default for the experts read-out: experts then
+    fusion, tasks/training/experts.py, pre-trained encoders locked); "lora" (frozen, locked backbone + LoRA adapters
+    + the task's head, peft); "full" (every parameter)."""
+    recipe = recipe or ("experts" if backbone.experts else "full" if (lora and lora.full) else "lora")
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown fine-tuning recipe {recipe!r}; known: {', '.join(RECIPES)}")
+    if recipe == "experts":
+        return _fit_experts(backbone, data, task, cfg, val, experts, pretrained_encoders(backbone),
+                            checkpoint_dir, resume, eval_every)
+    settings = replace(lora or LoraSettings(), full=recipe == "full")
+    model = add_lora(backbone, task, settings)
     return _fit(model, data, replace(cfg, objective=task), checkpoint_dir, resume, val, eval_every)
 
 
 def from_scratch(model: MultimodalModel, data: SplitData, task: str, cfg: TrainConfig,
-                 checkpoint_dir: Path | None = None, val: SplitData | None = None, eval_every: int = 0) -> Trained:
-    """Every parameter trained on the task's labels alone: the baseline that pre-training must beat."""
+                 checkpoint_dir: Path | None = None, val: SplitData | None = None, eval_every: int = 0,
+                 experts: ExpertSettings | None = None) -> Trained:
+    """Every parameter trained on the task's labels alone: the baseline that pre-training must beat (the experts
+    read-out trains its phases, with nothing locked)."""
+    if model.experts:
+        return _fit_experts(model, data, task, cfg, val, experts, (), checkpoint_dir, False, eval_every)
     return _fit(model, data, replace(cfg, objective=task), checkpoint_dir, False, val, eval_every)
+
+
+def _fit_experts(model: MultimodalModel, data: SplitData, task: str, cfg: TrainConfig, val: SplitData | None,
+                 experts: ExpertSettings | None, frozen: tuple[str, ...], checkpoint_dir: Path | None, resume: bool,
+                 eval_every: int) -> Trained:
+    settings = experts or ExpertSettings()
+    if eval_every:
+        settings = replace(settings, eval_every=eval_every)
+    done = fit_task(model, data, val, task, cfg, settings, frozen, checkpoint_dir, resume)
+    trained = sum(p.trainable_params for p in done.phases)
+    kept = [p.best_step for p in done.phases if p.best_step is not None]
+    return Trained(model.eval(), TrainResult(losses=done.losses, step=len(done.losses)), trained,
+                   sum(p.numel() for p in model.parameters()), val_losses=done.val_losses,
+                   best_step=kept[-1] if kept else None, phases=done.phases)
 
 
 @torch.no_grad()
@@ -141,6 +187,9 @@ def predict(model: MultimodalModel, data: SplitData, batch_size: int = 64) -> di
         put("log_risk", out["risk"])
         put("fused", out["fused"])
         n = out["fused"].shape[0]
+        if model.experts:  # each expert's class evidence (0 where the patient lacks its input)
+            for m in model.inputs:
+                put(f"evidence_{m}", out["evidence"].get(m, torch.zeros_like(out["class_logits"])))
         for m in MODALITIES:
             if m not in model.modalities:
                 continue

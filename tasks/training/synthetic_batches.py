@@ -24,6 +24,7 @@ class SyntheticBatches:
     notes_len: int = 12
     n_omics: int = 200
     vocab_size: int = 512
+    concepts: int | None = 14  # notes as concept flags (B, concepts), as the tiny config reads them; None: token ids
     fixed: bool = False
 
     def __call__(self, step: int) -> dict[str, torch.Tensor]:
@@ -37,8 +38,14 @@ class SyntheticBatches:
             "image_3d": torch.rand(b, 1, 16, 48, 48, generator=g) * 2000 - 1000,  # HU
             "image_2d": torch.rand(b, 1, 64, 64, generator=g) * 4000,
             "labs": labs,
-            "notes": torch.randint(5, self.vocab_size, (b, self.notes_len), generator=g),
+            "notes": (torch.randint(5, self.vocab_size, (b, self.notes_len), generator=g) if self.concepts is None
+                      else (torch.rand(b, self.concepts, generator=g) < 0.3).float()),
             "omics": torch.randn(b, self.n_omics, generator=g) + 8.0,
+            "demographics": torch.stack([torch.rand(b, generator=g) * 60 + 30,
+                                         (torch.rand(b, generator=g) < 0.5).float()], -1),
             "mask": torch.ones(b, len(MODALITIES), dtype=torch.bool),
             "label": torch.randint(0, self.n_classes, (b,), generator=g),
+            # report-finding levels (image pre-training targets): heart/arteries and lungs, 4 levels each
+            "findings_image_2d": torch.randint(0, 4, (b, 2), generator=g),
+            "findings_image_3d": torch.randint(0, 4, (b, 2), generator=g),
         }

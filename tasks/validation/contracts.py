@@ -331,8 +331,9 @@ def _as_array(value: Any) -> tuple[np.ndarray, str]:
 
 def _check_tensor(name: str, arr: np.ndarray, dtype: str, spec: TensorSpec, modality: list | None) -> list[str]:
     out = []
-    if dtype != spec.dtype:
-        out.append(f"{name}: dtype {dtype}, contract says {spec.dtype}")
+    allowed = (spec.dtype, *spec.extra.get("alt_dtypes", ()))
+    if dtype not in allowed:
+        out.append(f"{name}: dtype {dtype}, contract says {' or '.join(allowed)}")
     want = (None, *spec.shape)  # B first
     if arr.ndim != len(want) or any(w is not None and w != n for w, n in zip(want, arr.shape, strict=False)):
         said = ", ".join(["B", *("*" if w is None else str(w) for w in spec.shape)])
@@ -362,6 +363,8 @@ def _check_mask(batch: dict, io: ModelIO, arrays: dict[str, np.ndarray]) -> list
                 out.append(f"mask: {m} marked present for {int(mask[:, j].sum())} samples, but the batch has no {m}")
             continue
         x = arrays[m]
+        if io.inputs[m].extra.get("zeros_allowed") and x.dtype.kind == "f":
+            continue  # e.g. concept flags: a note that mentions no concept reads as zeros
         zeros = [i for i in range(min(len(x), len(mask))) if mask[i, j] and x[i].size and not np.any(x[i])]
         if zeros:
             out.append(f"{m}: {len(zeros)} samples marked present are all zeros (imputed, not masked?)")

@@ -5,17 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
+from models.encoders.omics import OmicsEncoder, OmicsEncoderConfig
+from models.encoders.text import TextEncoder, TextEncoderConfig
 from models.factory import model_config
-from models.model import ENCODERS
+from models.model import _encoder
 from tests.models.batch import B, make_batch
 
-# modality -> tokens per sample in the tiny config
-TOKENS = {"image_3d": 2 * 3 * 3, "image_2d": 4 * 4, "labs": 1 + 7, "notes": 2, "omics": 2}  # cnn grids, codes
+# input -> tokens per sample in the tiny config: cnn grids, a summary + one per lab code, one token otherwise
+TOKENS = {"image_3d": 2 * 3 * 3, "image_2d": 4 * 4, "labs": 1 + 7, "notes": 1, "omics": 1, "demographics": 1}
 
 
 def encoder(m: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    return ENCODERS[m](getattr(model_config("tiny"), m)).eval()
+    return _encoder(m, model_config("tiny").encoder_config(m)).eval()
 
 
 @pytest.mark.parametrize("modality", list(TOKENS))
@@ -49,7 +51,9 @@ def test_labs_padding_rows_are_masked_and_ignored():
 
 
 def test_notes_padding_is_masked():
-    enc, notes = encoder("notes"), make_batch()["notes"]
+    torch.manual_seed(0)
+    enc = TextEncoder(TextEncoderConfig(arch="gru", max_length=320)).eval()  # the token reader (fusion configs)
+    notes = make_batch(notes_tokens=True)["notes"]
     tokens, mask = enc.encode(notes)
     assert mask.all()
     changed = notes.clone()
@@ -58,3 +62,20 @@ def test_notes_padding_is_masked():
     assert torch.allclose(enc.encode(changed)[0][1], tokens[1], atol=1e-6)
     assert not torch.allclose(enc.encode(changed)[0][2], tokens[2], atol=1e-6)
     assert not enc.encode(torch.zeros(1, 12, dtype=torch.long))[1].any()  # an empty note has no valid token
+
+
+def test_lowrank_omics_basis_recovers_modules_and_masks_missing_profiles():
+    """The PCA basis fitted without labels finds a planted gene module: the first score tracks the module."""
+    g = torch.Generator().manual_seed(0)
+    module = torch.randn(300, 1, generator=g)
+    genes = torch.randn(300, 60, generator=g) * 0.5 + 8.0
+    genes[:, :15] += module * 1.5  # one module of 15 co-regulated genes
+    enc = OmicsEncoder(OmicsEncoderConfig(n_features=60, width=8, arch="lowrank", rank=4))
+    fitted = enc.fit_basis(genes)
+    assert fitted["profiles"] == 300 and 0 < fitted["explained_variance_ratio"] < 1
+    z, _ = enc.standardise(genes)
+    first = (z - enc.basis_mean) @ enc.basis[0]
+    assert abs(torch.corrcoef(torch.stack([first, module[:, 0]]))[0, 1]) > 0.9
+    genes[1] = float("nan")  # no gene measured: no valid token
+    tokens, mask = enc.encode(genes[:3])
+    assert tokens.shape == (3, 1, 8) and mask[:, 0].tolist() == [True, False, True]

@@ -1,5 +1,5 @@
 """models/ is torch code only: it imports torch, MONAI, transformers, peft, tokenizers, numpy, the standard library
-and itself, never the orchestration stack (Prefect, MLflow, DVC, flows, tasks)."""
+PyYAML (lexicons) and itself, never the orchestration stack (Prefect, MLflow, DVC, flows, tasks)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 import sys
 from pathlib import Path
 
-ALLOWED = {"torch", "monai", "transformers", "peft", "tokenizers", "numpy", "models", "__future__"}
+ALLOWED = {"torch", "monai", "transformers", "peft", "tokenizers", "numpy", "yaml", "models", "__future__"}
 MODELS = Path(__file__).resolve().parents[2] / "models"
 
 

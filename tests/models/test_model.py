@@ -52,7 +52,7 @@ def test_every_subset_of_modalities(model, subset):
     w = model.config.fusion.width
     assert out["fused"].shape == (B, w) and torch.isfinite(out["fused"]).all()
     assert out["class_probs"].shape == (B, 4) and out["risk"].shape == (B,) and out["binary_logit"].shape == (B,)
-    assert set(out["pooled"]) == set(subset) and all(v.shape == (B, w) for v in out["pooled"].values())
+    assert set(out["pooled"]) == {*subset, "demographics"} and all(v.shape == (B, w) for v in out["pooled"].values())
     share = torch.stack(list(out["attention"].values()), 1)  # (B, |subset|)
     assert torch.allclose(share.sum(1), torch.ones(B), atol=1e-5)
     assert check_model_inputs({**batch, "class_probs": out["class_probs"], "risk": out["risk"]}) == []
@@ -77,7 +77,7 @@ def test_an_absent_modality_changes_nothing(model, modality):
     without = outputs(model, alone)  # the same two patients, the modality not in the batch at all
     for k in ("fused", "class_probs", "risk"):
         assert torch.allclose(ref[k][[0, 2]], without[k], atol=1e-5), k
-    assert set(without["pooled"]) == set(others)
+    assert set(without["pooled"]) == {*others, "demographics"}
 
 
 def test_modality_dropout_keeps_one_present_modality():

@@ -285,17 +285,21 @@ def test_monitor_resumed_gives_one_report_equal_to_the_uninterrupted_run(chain, 
 def test_pretrain_resumed_from_its_checkpoint(chain):
     """Checkpoints written before the kill were not written again (training went on from the last one, it did not
     restart), and the backbone carries the tokenizer those checkpointed steps were trained with: the checkpoint
-    folder keeps its tokenizer (`<checkpoint dir>/tokenizer/`) and a resumed run uses it, so the restored weights
-    read the token ids they were trained with even if a tokenizers upgrade came between kill and resume (training
-    itself is deterministic: tests/models/test_text.py)."""
+    folder keeps its tokenizer or concept lexicon (`<checkpoint dir>/tokenizer/`) and a resumed run uses it, so the
+    restored weights read the inputs they were trained with even if a tokenizers upgrade came between kill and resume
+    (training itself is deterministic: tests/models/test_text.py)."""
     ws, runs, _ = chain
     killed = runs["pretrain"].facts["checkpoints"]
     for path, inode in killed.items():
         assert Path(path).stat().st_ino == inode, f"{path} was written again: training restarted"
-    saved = Path(next(iter(killed))).parent / "tokenizer" / "tokenizer.json"
-    assert saved.exists(), "the checkpoint folder does not keep the tokenizer its weights were trained with"
-    vocab = [json.loads(f.read_text())["model"]["vocab"]  # the token ids (truncation settings may differ)
-             for f in (saved, ws / "models" / "backbone" / "tokenizer" / "tokenizer.json")]
+    saved = Path(next(iter(killed))).parent / "tokenizer"
+    published = ws / "models" / "backbone" / "tokenizer"
+    if (saved / "concepts.yaml").exists():  # the concept reader (tiny): its lexicon is what the weights read
+        assert (saved / "concepts.yaml").read_bytes() == (published / "concepts.yaml").read_bytes()
+        return
+    assert (saved / "tokenizer.json").exists(), "the checkpoint folder does not keep the tokenizer its weights used"
+    vocab = [json.loads((f / "tokenizer.json").read_text())["model"]["vocab"]  # the token ids
+             for f in (saved, published)]
     assert vocab[0] == vocab[1]
 
 

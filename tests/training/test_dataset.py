@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.encoders.concepts import ConceptReader
 from models.encoders.text import train_tokenizer
 from models.factory import create_model
 from tasks.training import CuratedDataset, DatasetConfig, collate, model_inputs
@@ -112,8 +113,22 @@ def test_shards_are_memory_mapped_and_opened_once(dataset):
     assert len(dataset.shards._open) == 1
 
 
-def test_tiny_model_runs_on_a_batch(dataset, tokenizer):
-    loader = torch.utils.data.DataLoader(dataset, batch_size=5, collate_fn=lambda items: collate(items, tokenizer))
+def test_demographics_and_report_findings_are_carried(dataset):
+    """Age (years) and sex are a model input; the radiology report's findings are image pre-training targets,
+    stated for the patients imaged (and -1 for those without the image)."""
+    items = [dataset[i] for i in range(len(dataset))]
+    ages = torch.stack([it["demographics"] for it in items])[:, 0]
+    assert torch.isfinite(ages).all() and (ages > 17).all() and (ages < 110).all()
+    for m in ("image_2d", "image_3d"):
+        with_image = [it[f"findings_{m}"] for it in items if it[m] is not None]
+        without = [it[f"findings_{m}"] for it in items if it[m] is None]
+        assert all((f == -1).all() for f in without)
+        assert with_image and all((f >= 0).all() for f in with_image), m
+
+
+def test_tiny_model_runs_on_a_batch(dataset):
+    reader = ConceptReader.from_lexicon()  # the tiny config reads notes as concept flags
+    loader = torch.utils.data.DataLoader(dataset, batch_size=5, collate_fn=lambda items: collate(items, reader))
     model = create_model("tiny").eval()
     with torch.no_grad():
         for batch in loader:

@@ -13,6 +13,7 @@ from tasks.training.loop import TrainConfig, train
 from tasks.training.synthetic_batches import SyntheticBatches
 
 STEPS, BATCH, SEED = 4, 4, 0
+OBJECTIVE = "pretrain"
 
 
 def test_shard_splits_the_batch_dimension():
@@ -27,10 +28,11 @@ def test_shard_splits_the_batch_dimension():
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_two_gloo_ranks_match_one_process(tmp_path: Path):
-    # supervised: a per-sample mean loss, so mean of the two shard means == mean over the global batch;
-    # modality dropout off: it draws per-sample random numbers that differ between a shard and the whole batch
+    # pre-training, what the pipeline runs under torchrun: the tiny config's report-finding objective is a per-sample
+    # mean, so the mean of the two shard means == the mean over the global batch; modality dropout off: it draws
+    # per-sample random numbers that differ between a shard and the whole batch
     args = ["--steps", str(STEPS), "--out", str(tmp_path), "--batch-size", str(BATCH), "--seed", str(SEED),
-            "--objective", "diagnosis", "--modality-dropout", "0", "--checkpoint-every", "2"]
+            "--objective", OBJECTIVE, "--modality-dropout", "0", "--checkpoint-every", "2"]
     run = launch_torchrun(2, args, timeout=110)
     assert run.returncode == 0, run.stderr[-4000:]
     result = json.loads((tmp_path / "result.json").read_text())
@@ -43,7 +45,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path: Path):
 def assert_matches_one_process(out: Path, losses: list[float]) -> None:
     """A 2-rank run's losses and final weights (out/final.pt) equal one process's on the same global batches."""
     reference = build_model("tiny", SEED, 0.0)
-    cfg = TrainConfig(steps=STEPS, lr=1e-3, warmup_steps=2, batch_size=BATCH, seed=SEED, objective="diagnosis")
+    cfg = TrainConfig(steps=STEPS, lr=1e-3, warmup_steps=2, batch_size=BATCH, seed=SEED, objective=OBJECTIVE)
     single = train(reference, SyntheticBatches(batch_size=BATCH, seed=SEED), cfg)
     assert losses == pytest.approx(single.losses, abs=1e-4)
     ddp_weights = torch.load(out / "final.pt", weights_only=True)

@@ -24,7 +24,7 @@ from tasks.training.ddp import (
     torchrun_command,
     torchrun_env,
 )
-from tests.training.test_ddp import BATCH, SEED, STEPS, assert_matches_one_process
+from tests.training.test_ddp import BATCH, OBJECTIVE, SEED, STEPS, assert_matches_one_process
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = [sys.executable, "-m", "torch.distributed.run"]
@@ -125,7 +125,7 @@ def test_two_nodes_meet_on_loopback_and_train_as_one_world(tmp_path: Path):
 
     def node(out: Path):
         args = ["--steps", str(STEPS), "--out", str(out), "--batch-size", str(BATCH), "--seed", str(SEED),
-                "--objective", "diagnosis", "--modality-dropout", "0", "--checkpoint-every", "2"]
+                "--objective", OBJECTIVE, "--modality-dropout", "0", "--checkpoint-every", "2"]
         return launch_torchrun(1, args, timeout=130, rdzv=rdzv)
 
     with ThreadPoolExecutor(2) as pool:
