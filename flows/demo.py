@@ -3,8 +3,8 @@
 synth -> the pipeline's data stages (ingest of every site, validate) -> version -> the model stages (pretrain,
 finetune, evaluate) -> register -> promote (a demo approver, through the gate) -> monitor (a generated extract with a
 shifted site; the champion, or the registered version itself when the gate refused it) -> audit report. One
-workspace lock is held throughout. The demo makes a pseudonym key in the workspace's .mmfm/ (mode 0600) when
-MMFM_PSEUDONYM_KEY is not set, and says so; real ingest refuses without one.
+workspace lock is held throughout. The demo makes a pseudonym key (derived from the cohort's seed) in the workspace's
+.mmfm/ (mode 0600) when MMFM_PSEUDONYM_KEY is not set, and says so; real ingest refuses without one.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import mlflow
 
 from tasks.ingest.state import ensure_demo_key
 from tasks.registry.audit_render import write_audit
+from tasks.registry.gate import EXCEPTABLE
 from tasks.synth.demo import cohort_is_current, evaluation_headline, synth_config
 from tasks.synth.generate import SynthConfig, generate
 from tasks.synth.truth import bayes_report, load_truth
@@ -88,9 +89,18 @@ def _govern(ws, cfg: SynthConfig, patients: int, say: Callable[[str], None], ste
             promo = promote_flow(workspace=ws.root, model=model, alias="champion", approver="demo-approver",
                                  reason="mmfm demo: the workspace's model after evaluation")
             out["promotion"] = {k: promo[k] for k in ("decision", "approver", "reason")}
+            checks = promo["checks"]
         except PromotionRefused as exc:
             out["promotion"] = {"decision": "refused", "reasons": str(exc)}
+            checks = exc.checks
+        out["promotion"]["rules"] = [{k: c.get(k) for k in ("rule", "passed", "excepted", "reason", "detail")}
+                                     for c in checks]
     say(f"promotion to champion: {out['promotion']['decision']}")
+    for rule in out["promotion"].get("rules", []):  # the verdict's reasons, exceptions and the evidence rules
+        if not rule["passed"]:
+            say(f"  refused by {rule['rule']}: {rule['detail']}")
+        elif rule["excepted"] or rule["rule"] in EXCEPTABLE:
+            say(f"  {rule['rule']}: {rule['detail']}")
     step("monitor")
     shifted = ws.root / "incoming" / f"shifted-{SHIFTED_SITE}"
     if not (shifted / "truth").exists():
@@ -125,8 +135,8 @@ def run_demo(workspace: Path, patients: int, progress: Callable[[int], None] | N
 
     ws = init_workspace(workspace, dvc_yaml=render_dvc_yaml())
     os.environ.setdefault("PREFECT_HOME", str(ws.state / "prefect"))
-    key_created, key_path = ensure_demo_key(ws.state)
     cfg = synth_config(ws.params(), patients)
+    key_created, key_path = ensure_demo_key(ws.state, cfg.seed)
     cohort = ws.extracts / f"cohort-seed{cfg.seed}"
     stages = []
     step("synth")

@@ -1,10 +1,10 @@
 """`mmfm promote`, `mmfm rollback`: move an alias through the promotion gate, or give it back.
 
 `promote` gathers the candidate's facts (re-hashing and PHI-scanning its artifacts as downloaded from the registry),
-judges them with tasks.registry.gate, and records the approval or the refusal (with every reason) in the version's
-tags and in the lineage ledger; only an approval moves the alias. A decision is kept in a pending marker until its
-records are all written, so a rerun after a kill completes it (tasks/registry/promotion.py). `rollback` gives the
-alias back to the version that held it before, recorded likewise.
+judges them with tasks.registry.gate, and records the approval or the refusal (with every reason, and every rule's
+value, verdict and exception) in the version's tags and in the lineage ledger; only an approval moves the alias. A
+decision is kept in a pending marker until its records are all written, so a rerun after a kill completes it
+(tasks/registry/promotion.py). `rollback` gives the alias back to the version that held it before, recorded likewise.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ def promote_flow(workspace: Path, model: str, alias: str, approver: str, reason:
         event = run.record(run_id=f"{name}/{version}/{alias}/{verdict['at']}",  # once per run id: a rerun adds none
                            params={"alias": alias, "approver": approver},
                            facts={"model_version": f"{name}/{version}", **verdict,
-                                  "checks": [{k: c[k] for k in ("rule", "passed")} for c in checks]})
+                                  "checks": promotion.recorded_checks(checks)})
         if verdict["decision"] != "approved":
-            raise promotion.refuse(client, name, version, alias, verdict)
+            raise promotion.refuse(client, name, version, alias, verdict, checks)
         promotion.move_alias(client, name, version, alias)
     get_run_logger().info("%s/%s is now %s (approved by %s)", name, version, alias, approver)
     return {"name": name, "version": str(version), "alias": alias, **verdict, "checks": checks,

@@ -31,7 +31,10 @@ DEFAULT_PARAMS = {
                  "warmup_steps": 20, "seed": 0, "checkpoint_every": 50, "eval_every": 50, "nproc": 1,
                  "vocab_size": 512, "nnodes": 1, "rdzv_endpoint": None, "rdzv_id": None},
     "finetune": {"tasks": ["diagnosis", "risk", "survival"], "label_fraction": 1.0, "steps": 300, "batch_size": 32,
-                 "lr": 0.003, "weight_decay": 0.01, "warmup_steps": 20, "seed": 0, "eval_every": 20,
+                 "lr": 0.003, "weight_decay": 0.01, "warmup_steps": 20, "seed": 0, "eval_every": 25,
+                 # experts then fusion (tasks/training/experts.py); "lora" / "full" for the fusion read-out
+                 "recipe": "experts",
+                 "experts": {"prior_steps": 300, "interaction_steps": 100, "min_val_patients": 50},
                  "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "full": False}},
     "evaluate": {"n_boot": 200, "min_group": 20, "baselines": True, "baseline_steps": 300, "gradcam_patients": 4},
     # drift monitoring (flows/monitor.py): family-wise false-alarm rate, smallest site tested, retrain cooldown
@@ -40,9 +43,15 @@ DEFAULT_PARAMS = {
     # the promotion gate (tasks/registry/gate.py): a candidate must match the champion within `tolerance` on the
     # primary metric and keep the gap between subgroups (sex, age band, site) of at least min_group patients under
     # max_subgroup_gap; a gap over it refuses when its 95% interval excludes 0 (subgroup_gap_rule "significant")
-    # or on the point estimate alone ("point")
+    # or on the point estimate alone ("point"). Every gated task's CI must exclude `chance`; fused minus each
+    # must_beat baseline must have a paired CI above 0, minus each not_worse_than baseline a CI reaching 0;
+    # exceptions: {tasks_above_chance | beats_baselines: "the reason"} lets that rule fail, recorded
     "promote": {"primary_metric": "auroc_macro", "higher_is_better": True, "tolerance": 0.01,
-                "max_subgroup_gap": 0.15, "subgroup_gap_rule": "significant", "required_split": "test"},
+                "max_subgroup_gap": 0.15, "subgroup_gap_rule": "significant", "required_split": "test",
+                "gated_tasks": ["diagnosis", "risk", "survival"],
+                "chance": {"auroc_macro": 0.5, "auroc": 0.5, "c_index": 0.5},
+                "must_beat": {"diagnosis": ["best_single", "late_fusion"]},
+                "not_worse_than": {"risk": ["logistic_regression"], "survival": ["cox"]}, "exceptions": {}},
 }
 
 GITIGNORE = """\

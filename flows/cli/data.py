@@ -93,7 +93,8 @@ def render_synth(s: dict) -> None:
 @app.command()
 @command
 def demo(
-    patients: Annotated[int, typer.Option(help="Cohort size.")] = 300,
+    # 1,000: a 200-patient test split, enough for the gate's paired CIs to tell a model from its baselines
+    patients: Annotated[int, typer.Option(help="Cohort size.")] = 1000,
     workspace: WorkspaceOpt = Path("demo-workspace"),
     wait: WaitOpt = None,
     as_json: JsonOpt = False,
@@ -138,8 +139,9 @@ def render_demo(r: dict) -> None:
     say(f"ingest: received {ing['received']}, ingested {ing['ingested']}, quarantined {ing['quarantined']} "
         f"({', '.join(f'{k}: {v}' for k, v in sorted(ing['quarantine_reasons'].items()))})")
     if r["pseudonym_key"]["created"]:
-        say(f"created a demo pseudonym key at {r['pseudonym_key']['path']} (mode 0600); set "
-            "MMFM_PSEUDONYM_KEY for real extracts")
+        say(f"created the demo pseudonym key at {r['pseudonym_key']['path']} (mode 0600; derived from the synthetic "
+            "cohort's seed, so every fresh demo gets the same split: synthetic data only); set MMFM_PSEUDONYM_KEY "
+            "for real extracts")
     if r.get("evaluation"):
         say(_evaluation_table(r["evaluation"]))
     gov = r.get("governance")

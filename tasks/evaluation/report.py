@@ -17,13 +17,24 @@ from tasks import tags, tracking
 from tasks.atomic import replace_dir, write_json, write_text
 from tasks.deid import Pseudonymizer, key_from_settings
 from tasks.evaluation.assess import assess
-from tasks.evaluation.baselines import bayes, late_fusion, single_modality
+from tasks.evaluation.baselines import (
+    OUTPUT,
+    bayes,
+    comparisons,
+    demographics,
+    embedding_features,
+    late_fusion,
+    oracle,
+    same_inputs,
+    single_modality,
+)
 from tasks.evaluation.explain import attention_table, gradcam, save_gradcam_png
 from tasks.evaluation.plots import calibration_plot, roc_plot
 from tasks.faults import kill_point
 from tasks.stage.run import Attempt
 from tasks.training.backbone import train_config
 from tasks.training.bundle import load_adapter, load_backbone
+from tasks.training.fit import predict
 from tasks.training.split_data import load_split
 from tasks.versioning.dataset import DatasetVersion
 from tasks.workspace import Workspace
@@ -89,25 +100,41 @@ def evaluate_one(ws: Workspace, task_name: str, test, p: dict, out: Path) -> dic
 
 
 def baselines(ws: Workspace, test, tokenizer, p: dict, cohort: Path | None) -> dict:
-    """Single-modality and late-fusion baselines trained here; the generator's Bayes posterior when synthetic."""
+    """Single-modality and late-fusion baselines (diagnosis) and a logistic / Cox model on the same inputs (risk,
+    survival) trained here; the generator's Bayes posterior and exact hazard when synthetic; `comparisons`: fused
+    minus each baseline, paired on the same patients (what the promotion gate judges)."""
     backbone, _, bmeta = load_backbone(ws.models / "backbone")
-    fused, _, _ = load_adapter(ws.models / "finetuned" / "diagnosis", ws.models / "backbone")
+    tasks = [t for t in finetuned_tasks(ws) if t in OUTPUT]
+    models = {t: load_adapter(ws.models / "finetuned" / t, ws.models / "backbone")[0] for t in tasks}
+    fused = {t: predict(m, test)[OUTPUT[t]] for t, m in models.items()}  # each fine-tuned model on the test split
     train, val = load_split(ws.curated, "train", tokenizer), load_split(ws.curated, "val", tokenizer)
     ft = ws.section("finetune")
     cfg = train_config({**ft, "steps": p["baseline_steps"], "lr": ws.section("pretrain")["lr"]}, "diagnosis")
     n_boot = int(p["n_boot"])
-    out = {"single_modality": single_modality(bmeta["model"], train, val, test, fused, cfg, list(fused.modalities),
-                                              n_boot, int(ft.get("eval_every", 0))),
-           "late_fusion": late_fusion(backbone, train, test, n_boot)}
+    embedded = embedding_features(backbone, train), embedding_features(backbone, test)
+    out = {"single_modality": single_modality(bmeta["model"], train, val, test, models["diagnosis"], cfg,
+                                              list(models["diagnosis"].modalities), n_boot,
+                                              int(ft.get("eval_every", 0))),
+           "late_fusion": late_fusion(backbone, train, test, n_boot, fused_probs=fused["diagnosis"],
+                                      features=embedded)}
+    demo_train, demo_test, source = demographics(train, test)
+    features = np.hstack([embedded[0], demo_train]), np.hstack([embedded[1], demo_test])
+    for task in (t for t in ("risk", "survival") if t in fused):
+        out[f"{task}_same_inputs"] = {**same_inputs(task, train, test, features, fused[task], n_boot),
+                                      "demographics": source}
     # synthetic cohorts carry the generator's truth: the given one, else every one among the workspace's extracts
     cohorts = [Path(cohort)] if cohort else sorted(t.parent.parent for t in ws.extracts.glob("*/truth/patients.tsv"))
     if cohorts:
         try:
             keys = Pseudonymizer(key_from_settings())
         except Exception as exc:  # noqa: BLE001 - the comparison is optional; say why it is missing
-            out["bayes"] = {"skipped": f"no pseudonym key to match the truth file ({type(exc).__name__})"}
+            out["bayes"] = out["oracle"] = {"skipped": f"no pseudonym key to match the truth file "
+                                                       f"({type(exc).__name__})"}
         else:
-            out["bayes"] = bayes(test, cohorts, keys, n_boot)
+            out["bayes"] = bayes(test, cohorts, keys, n_boot, fused_probs=fused["diagnosis"])
+            out["oracle"] = oracle(test, cohorts, keys, n_boot, {t: fused[t] for t in ("risk", "survival")
+                                                                 if t in fused})
+    out["comparisons"] = comparisons(out, tasks)
     return out
 
 
@@ -126,6 +153,33 @@ def mlflow_metrics(reports: dict) -> dict[str, float]:
     return out
 
 
+def comparison_metrics(base: dict | None) -> dict[str, float]:
+    """task.vs_<baseline>.diff (+ .ci_low/.ci_high): the paired differences, measured ones only."""
+    out = {}
+    for task, rows in ((base or {}).get("comparisons") or {}).items():
+        for name, d in rows.items():
+            for part, suffix in (("value", ""), ("ci_low", ".ci_low"), ("ci_high", ".ci_high")):
+                if d.get(part) is not None:
+                    out[f"{task}.vs_{name}.diff{suffix}"] = d[part]
+    return out
+
+
+def comparison_lines(base: dict | None) -> list[str]:
+    """The paired comparisons as a Markdown table (fused minus baseline, same patients)."""
+    rows = [(task, name, d) for task, ds in ((base or {}).get("comparisons") or {}).items() for name, d in ds.items()]
+    if not rows:
+        return []
+    lines = ["## Fused model minus baselines (paired bootstrap, same patients)", "",
+             "| task | baseline | metric | fused | baseline | difference | 95% CI | patients |",
+             "|---|---|---|---|---|---|---|---|"]
+    for task, name, d in rows:
+        label = f"{name} ({d['baseline']})" if d.get("baseline") not in (None, name) else name
+        lines.append(f"| {task} | {label} | {d.get('metric', '')} | {d.get('a', '')} | {d.get('b', '')} | "
+                     + (f"{d['value']} | {d['ci_low']}–{d['ci_high']} | {d['n']} |" if "value" in d
+                        else f"not measured: {d.get('skipped')} | | |"))
+    return [*lines, ""]
+
+
 def markdown(summary: dict) -> str:
     lines = [f"# Evaluation on the {SPLIT} split of dataset {summary['dataset_version']}", ""]
     for name, rep in summary["tasks"].items():
@@ -134,6 +188,7 @@ def markdown(summary: dict) -> str:
         lines += ["", f"Without one modality ({rep['primary_metric']}): " + ", ".join(
             f"{m} {r.get(rep['primary_metric'], {}).get('value', r.get('skipped'))}"
             for m, r in rep["without_modality"].items()), ""]
+    lines += comparison_lines(summary.get("baselines"))
     return "\n".join(lines) + "\n"
 
 
@@ -153,7 +208,7 @@ def publish_evaluation(ws: Workspace, data: DatasetVersion, test, reports: dict,
     run_tags = {**tracking.run_tags(ws.root, "evaluate", data.facts()), tags.SPLIT: SPLIT,
                 **{f"{tags.FINETUNE_RUN_ID}.{t}": str(r["finetune_run_id"]) for t, r in reports.items()}}
     with attempt.mlflow_run("evaluate", run_tags) as run:
-        mlflow.log_metrics(mlflow_metrics(reports))
+        mlflow.log_metrics(mlflow_metrics(reports) | comparison_metrics(extra.get("baselines")))
         mlflow.log_artifacts(str(incoming), artifact_path="evaluation")
         summary["mlflow_run_id"] = run.info.run_id
         write_json(incoming / "evaluation.json", summary)

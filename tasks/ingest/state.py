@@ -11,8 +11,8 @@ ledger event carry the same names and bytes and are overwritten or found again, 
 
 from __future__ import annotations
 
+import hashlib
 import os
-import secrets
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -68,9 +68,14 @@ class IngestState:
                            [(k, url_key, run_id) for k in study_keys])
 
 
-def ensure_demo_key(state_dir: Path) -> tuple[bool, Path]:
-    """For `mmfm demo` only: use MMFM_PSEUDONYM_KEY if set, else a random key kept in .mmfm/pseudonym.key (0600),
-    exported to this process's environment. Returns (created, path)."""
+def ensure_demo_key(state_dir: Path, seed: int = 0) -> tuple[bool, Path]:
+    """For `mmfm demo` only (synthetic data): use MMFM_PSEUDONYM_KEY if set, else the demo key kept in
+    .mmfm/pseudonym.key (0600), exported to this process's environment. Returns (created, path).
+
+    The demo key is derived from the synthetic cohort's seed, not drawn at random: the train/validation/test split
+    follows the pseudonyms (tasks/validation/splits.py), so a random key per clone gave every clone other test
+    patients and headline figures 0.1 apart. A published key protects nothing, which is why only the demo, whose
+    patients are generated, may use one; real ingest refuses to run without MMFM_PSEUDONYM_KEY."""
     path = state_dir / "pseudonym.key"
     created = False
     if os.environ.get(KEY_ENV):
@@ -79,7 +84,7 @@ def ensure_demo_key(state_dir: Path) -> tuple[bool, Path]:
         state_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32))
+            fh.write(hashlib.sha256(f"mmfm demo key: synthetic data only, seed {seed}".encode()).hexdigest())
         created = True
     os.environ[KEY_ENV] = path.read_text().strip()
     return created, path

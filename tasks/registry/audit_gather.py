@@ -35,7 +35,7 @@ EVALUATION_ARTIFACT = "artifacts/evaluation/evaluation.json"
 NO_MONITORING = "no monitoring run yet"
 DECISION_TAG = re.compile(rf"^{re.escape(tags.NS)}(approved|refused|rolled_back)\.(.+)\.(\d{{8}}T\d{{6}}Z)$")
 DECISION_FIELDS = ("decision", "alias", "approver", "reason", "at", "reasons", "champion_before", "from_version",
-                   "to_version")
+                   "to_version", "checks")  # checks: every gate rule's value, verdict and exception
 VERSION_TAGS = ("dataset_version", "trained_dataset_version", "evaluated_dataset_version", "evaluated_split",
                 "contract_versions", "curated_md5", "code_version", "evaluation_run_id", "lineage_event",
                 "contracts_passed", "phi_findings", "metrics", "primary")
@@ -324,13 +324,27 @@ def _evaluation_summary(raw: dict) -> dict:
                        "primary": (t.get("metrics") or {}).get(primary) or {},
                        "metrics": t.get("metrics") or {}, "subgroup_gaps": t.get("subgroup_gaps") or {}}
     base = raw.get("baselines") or {}
+    oracle = base.get("oracle") if isinstance(base.get("oracle"), dict) else {}
     baselines = {"late_fusion": (base.get("late_fusion") or {}).get("metrics") or {},
                  "bayes": (base.get("bayes") or {}).get("metrics") or {},
-                 **{f"single_modality.{m}": (r.get("metrics") or {"skipped": r.get("skipped")})
-                    for m, r in sorted((base.get("single_modality") or {}).items())}}
+                 **{f"single_modality.{m}": (r.get("single") or r.get("metrics") or {"skipped": r.get("skipped")})
+                    for m, r in sorted((base.get("single_modality") or {}).items())},
+                 **{f"{k.removesuffix('_same_inputs')}.{(v or {}).get('model', 'same inputs')}": _metrics_or_skip(v)
+                    for k, v in sorted(base.items()) if k.endswith("_same_inputs")},  # risk, survival
+                 **{f"{t}.oracle": _metrics_or_skip(v) for t, v in sorted(oracle.items()) if isinstance(v, Mapping)}}
+    comparisons = [{"task": t, "name": name, **{k: d.get(k) for k in COMPARISON_FIELDS}}
+                   for t, found in sorted((base.get("comparisons") or {}).items()) for name, d in found.items()]
     return {"split": raw.get("split"), "dataset_version": raw.get("dataset_version"),
             "test_patients": raw.get("test_patients"), "mlflow_run_id": raw.get("mlflow_run_id"), "tasks": tasks,
-            "baselines": baselines}
+            "baselines": baselines, "comparisons": comparisons}
+
+
+COMPARISON_FIELDS = ("metric", "baseline", "a", "b", "value", "ci_low", "ci_high", "n", "skipped")
+
+
+def _metrics_or_skip(entry: Any) -> dict:
+    entry = entry if isinstance(entry, Mapping) else {}
+    return entry.get("metrics") or {"skipped": entry.get("skipped") or "not measured"}
 
 
 def _monitoring(root: Path, events: list[Event]) -> dict:

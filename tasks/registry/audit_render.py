@@ -131,8 +131,14 @@ def _evaluation_section(a: dict) -> dict:
                         for t, r in tasks.items()]),
                 _table("All metrics", ["task", "metric", "value (95% CI)"],
                        [[t, m, v] for t, r in tasks.items() for m, v in sorted(r["metrics"].items())]),
-                _table("Baselines (diagnosis)", ["baseline", "metrics"],
+                _table("Baselines", ["baseline", "metrics"],
                        [[b, m] for b, m in ev.get("baselines", {}).items()]),
+                _table("Fused model minus baselines (paired bootstrap, same patients)",
+                       ["task", "baseline", "metric", "fused", "baseline value", "difference (95% CI)", "patients"],
+                       [[c["task"], c["name"] if c.get("baseline") in (None, c["name"])
+                         else f"{c['name']} ({c['baseline']})", c.get("metric"), c.get("a"), c.get("b"),
+                         {k: c.get(k) for k in ("value", "ci_low", "ci_high")} if c.get("value") is not None
+                         else f"not measured: {c.get('skipped')}", c.get("n")] for c in ev.get("comparisons", [])]),
                 *_run_tables(a, ("evaluate",), "MLflow run"), *_event_tables(a, ("evaluate",))])
 
 
@@ -164,7 +170,19 @@ def _decisions_section(a: dict) -> dict:
                *[(f"History of {k}", v) for k, v in reg["alias_history"].items()]],
         tables=[_table(f"Decisions on version {reg['version']}", ["decision", "alias", "at", "approver", "reason",
                                                                    "gate reasons", "before / rollback"], rows),
+                _table("Gate rules of each decision", GATE_HEADERS, _gate_rows(reg["decisions"]),
+                       "no gate decision recorded"),
                 *_event_tables(a, ("promote", "rollback"))])
+
+
+GATE_HEADERS = ["decided at", "rule", "verdict", "value", "detail", "exception reason"]
+
+
+def _gate_rows(decisions: list[dict]) -> list[list]:
+    """Every rule of every gate decision: its measured value, verdict, and the exception's reason when excepted."""
+    return [[d.get("at"), c.get("rule"), "pass (excepted)" if c.get("excepted") else
+             "pass" if c.get("passed") else "FAIL", c.get("value"), c.get("detail"), c.get("reason") or "none"]
+            for d in decisions for c in d.get("checks") or []]
 
 
 def _monitoring_section(m: dict) -> dict:

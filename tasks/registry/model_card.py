@@ -4,6 +4,10 @@ Why both from one dict: the reviewer reads the HTML, the registry shows the Mark
 Every section always renders; an absent one says "not reported", because a silently missing subgroup table reads
 as "nothing to see" when it means "nobody looked". HTML is autoescaped (fields come from configs and humans);
 the page is self-contained (inline CSS, no external assets) so it opens offline in a hospital network.
+
+The promotion gate's evidence rules (chance, baselines, exceptions) are judged on the card's own evaluation when it is
+staged, each rule with its measured value, verdict and any declared exception; the final decision (with the champion,
+integrity and PHI checks) is recorded at promotion, in the registry and the ledger.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ _MACROS = """
 {%- macro ci(v) -%}
 {%- if v.ci_low is undefined or v.ci_low is none -%}{{ NR }}
 {%- else -%}{{ value(v.ci_low) }} – {{ value(v.ci_high) }}{%- endif -%}
+{%- endmacro -%}
+{%- macro verdict(r) -%}
+{{ 'pass (excepted)' if r.excepted else ('pass' if r.passed else 'FAIL') }}
 {%- endmacro -%}
 {%- macro kv(d) -%}
 {%- if d is mapping -%}
@@ -73,8 +80,27 @@ _MD = _MACROS + """# Model card: {{ c.name }} v{{ c.version }}
 {% endfor %}{% endfor %}{% else %}{{ NR }}
 {% endif %}
 ## Baselines
-{% if c.baselines %}{% for name, ms in c.baselines|dictsort %}- {{ name }}: {{ kv(ms) }}
+{% if c.baselines %}{% for name, ms in c.baselines|dictsort %}- {{ name }}: {{ ms|compact }}
 {% endfor %}{% else %}{{ NR }}
+{% endif %}
+## Fused model vs baselines
+{% if c.comparisons %}Paired bootstrap on the same patients: fused minus baseline, 95% CI.
+
+| task | baseline | metric | fused | baseline | difference (95% CI) | patients |
+|---|---|---|---|---|---|---|
+{% for r in c.comparisons %}| {{ r.task }} | {{ r.name }} | {{ value(r.metric) }} | {{ value(r.a) }} |
+{{- ' ' }}{{ value(r.b) }} | {{ r.difference }} | {{ value(r.n) }} |
+{% endfor %}{% else %}{{ NR }}
+{% endif %}
+## Promotion gate
+{% if c.gate and c.gate.checks %}{{ c.gate.note }}
+
+| rule | verdict | value | detail | exception reason |
+|---|---|---|---|---|
+{% for r in c.gate.checks %}| {{ r.rule }} | {{ verdict(r) }} | {{ r.value|compact }} | {{ r.detail }} |
+{{- ' ' }}{{ r.reason or '' }} |
+{% endfor %}{% elif c.gate and c.gate.error %}{{ c.gate.error }}
+{% else %}{{ NR }}
 {% endif %}
 ## Limitations
 {% if c.limitations %}{% for item in c.limitations %}- {{ item }}
@@ -115,8 +141,18 @@ th{background:#f0f0f0}.nr{color:#a00;font-style:italic}img{max-width:100%}</styl
 <h2>Subgroups</h2>{% if c.subgroups %}{% for family, groups in c.subgroups|dictsort %}<h3>{{ family }}</h3>
 <table><tr><th>group</th><th>values</th></tr>{% for g, vals in groups|dictsort %}<tr><td>{{ g }}</td>
 <td>{{ kv(vals) }}</td></tr>{% endfor %}</table>{% endfor %}{% else %}{{ nr() }}{% endif %}
-<h2>Baselines</h2>{% if c.baselines %}<ul>{% for name, ms in c.baselines|dictsort %}<li>{{ name }}: {{ kv(ms) }}</li>
-{% endfor %}</ul>{% else %}{{ nr() }}{% endif %}
+<h2>Baselines</h2>{% if c.baselines %}<ul>{% for name, ms in c.baselines|dictsort %}
+<li>{{ name }}: {{ ms|compact }}</li>{% endfor %}</ul>{% else %}{{ nr() }}{% endif %}
+<h2>Fused model vs baselines</h2>{% if c.comparisons %}<p>Paired bootstrap on the same patients: fused minus baseline,
+95% CI.</p><table><tr><th>task</th><th>baseline</th><th>metric</th><th>fused</th><th>baseline</th>
+<th>difference (95% CI)</th><th>patients</th></tr>{% for r in c.comparisons %}<tr><td>{{ r.task }}</td>
+<td>{{ r.name }}</td><td>{{ value(r.metric) }}</td><td>{{ value(r.a) }}</td><td>{{ value(r.b) }}</td>
+<td>{{ r.difference }}</td><td>{{ value(r.n) }}</td></tr>{% endfor %}</table>{% else %}{{ nr() }}{% endif %}
+<h2>Promotion gate</h2>{% if c.gate and c.gate.checks %}<p>{{ c.gate.note }}</p>
+<table><tr><th>rule</th><th>verdict</th><th>value</th><th>detail</th><th>exception reason</th></tr>
+{% for r in c.gate.checks %}<tr><td>{{ r.rule }}</td><td>{{ verdict(r) }}</td><td>{{ r.value|compact }}</td>
+<td>{{ r.detail }}</td><td>{{ r.reason or '' }}</td></tr>{% endfor %}</table>
+{%- elif c.gate and c.gate.error %}<p>{{ c.gate.error }}</p>{% else %}{{ nr() }}{% endif %}
 <h2>Limitations</h2>{% if c.limitations %}<ul>{% for item in c.limitations %}<li>{{ item }}</li>{% endfor %}</ul>
 {% else %}{{ nr() }}{% endif %}
 <h2>Lineage</h2>{% if c.lineage %}<ul><li>Ledger event: {{ value(c.lineage.ledger_event_id) }}</li>
@@ -129,10 +165,31 @@ th{background:#f0f0f0}.nr{color:#a00;font-style:italic}img{max-width:100%}</styl
 """
 
 
+def compact(v: Any) -> str:
+    """One cell for a nested value: {value, ci_low, ci_high, ...} -> "0.410 [0.300, 0.520] (chance 0.5)", other
+    mappings -> "key: ...; key: ...", numbers to 3 decimals; missing -> "not reported"."""
+    if v is None or v == "" or isinstance(v, jinja2.Undefined):
+        return NOT_REPORTED
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    if isinstance(v, Mapping):
+        if "value" in v and "ci_low" in v:
+            head = f"{compact(v['value'])} [{compact(v.get('ci_low'))}, {compact(v.get('ci_high'))}]"
+            rest = {k: x for k, x in v.items() if k not in ("value", "ci_low", "ci_high") and x is not None}
+            return head + (f" ({', '.join(f'{k} {compact(x)}' for k, x in rest.items())})" if rest else "")
+        return "; ".join(f"{k}: {compact(x)}" for k, x in v.items()) or "none"
+    if isinstance(v, list | tuple):
+        return ", ".join(compact(x) for x in v) or "none"
+    return str(v)
+
+
 def _environment(autoescape: bool) -> jinja2.Environment:
     env = jinja2.Environment(autoescape=autoescape, undefined=jinja2.ChainableUndefined, trim_blocks=False,
                              keep_trailing_newline=True)
     env.globals["NR"] = NOT_REPORTED
+    env.filters["compact"] = compact
     return env
 
 

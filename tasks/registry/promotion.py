@@ -26,7 +26,31 @@ PROMOTING = tags.PROMOTING  # + alias
 
 
 class PromotionRefused(RuntimeError):
-    """The gate said no; the message lists every reason."""
+    """The gate said no; the message lists every reason, `checks` every rule's value and verdict."""
+
+    def __init__(self, message: str, verdict: dict | None = None, checks: list[dict] | None = None):
+        super().__init__(message)
+        self.verdict, self.checks = verdict or {}, checks or []
+
+
+CHECK_FIELDS = ("rule", "passed", "value", "detail", "excepted", "reason")  # what is recorded of each gate check
+
+
+def recorded_checks(checks: list[dict]) -> list[dict]:
+    """Every rule with its value, verdict and exception as the version tag and the ledger keep them (a marker
+    written before values were recorded lacks some fields: None)."""
+    return [{k: c.get(k) for k in CHECK_FIELDS} for c in checks]
+
+
+def evaluation_facts(evaluation: dict) -> dict:
+    """The gate's evidence facts from an evaluation report: task_metrics (each task's primary metric with its CI)
+    and comparisons (fused minus each baseline, paired; evaluation.json `baselines.comparisons`)."""
+    metrics = {}
+    for task, rep in (evaluation.get("tasks") or {}).items():
+        primary = rep.get("primary_metric")
+        entry = (rep.get("metrics") or {}).get(primary) or {}
+        metrics[task] = {"metric": primary, **{k: entry.get(k) for k in ("value", "ci_low", "ci_high")}}
+    return {"task_metrics": metrics, "comparisons": (evaluation.get("baselines") or {}).get("comparisons") or {}}
 
 
 def history_tag(alias: str) -> str:
@@ -54,7 +78,7 @@ def candidate_from(client, name: str, version: str, scratch: Path):
     diag = (evaluation.get("tasks") or {}).get("diagnosis") or {}
     validation = read(f"governance/{VALIDATION_REPORT}")
     metrics = {k: v["value"] for k, v in (diag.get("metrics") or {}).items() if v.get("value") is not None}
-    return Candidate(name=name, version=str(version), metrics=metrics,
+    return Candidate(name=name, version=str(version), metrics=metrics, **evaluation_facts(evaluation),
                      evaluated_split=evaluation.get("split"),
                      evaluated_dataset_version=evaluation.get("dataset_version"),
                      trained_dataset_version=read("bundle/backbone/meta.json").get("dataset_version"),
@@ -131,7 +155,7 @@ def write_verdict(client, name: str, version: str, alias: str, pending: dict) ->
     """The decision tag on the version (same key on a rerun: the marker keeps the stamp)."""
     verdict = pending["verdict"]
     client.set_model_version_tag(name, version, tags.key(f"{verdict['decision']}.{alias}.{pending['stamp']}"),
-                                 json.dumps(verdict))
+                                 json.dumps({**verdict, "checks": recorded_checks(pending["checks"])}))
 
 
 def move_alias(client, name: str, version: str, alias: str) -> None:
@@ -143,10 +167,12 @@ def move_alias(client, name: str, version: str, alias: str) -> None:
     client.delete_registered_model_tag(name, f"{PROMOTING}{alias}")
 
 
-def refuse(client, name: str, version: str, alias: str, verdict: dict) -> PromotionRefused:
+def refuse(client, name: str, version: str, alias: str, verdict: dict,
+           checks: list[dict] | None = None) -> PromotionRefused:
     """Refused: the marker goes (the refusal is recorded); -> the exception to raise."""
     client.delete_registered_model_tag(name, f"{PROMOTING}{alias}")
-    return PromotionRefused(f"{name}/{version} not promoted to {alias}: " + " | ".join(verdict["reasons"]))
+    return PromotionRefused(f"{name}/{version} not promoted to {alias}: " + " | ".join(verdict["reasons"]),
+                            verdict, checks)
 
 
 def roll_back(client, name: str, alias: str, approver: str, reason: str) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -22,8 +23,10 @@ from mlflow.models import infer_signature
 from tasks import tags
 from tasks.evaluation.assess import subgroup_primary
 from tasks.registry.client import parse_ref
+from tasks.registry.gate import Candidate, GatePolicy, evidence_checks
 from tasks.registry.integrity import IntegrityError, hash_tree, manifest_from_tags, manifest_tags, verify_tree
 from tasks.registry.model_card import render_model_card
+from tasks.registry.promotion import evaluation_facts
 from tasks.registry.pyfunc import MultimodalPyfunc, load_bundle, score
 from tasks.registry.records import COLUMNS, records_from_split
 from tasks.stage.run import Attempt
@@ -38,9 +41,42 @@ REGISTRATION = tags.REGISTRATION  # "incomplete" from the version's creation, "c
 ARTIFACTS = ("bundle", "evaluation", "card", "governance")
 
 
-def _card(evaluation: dict, meta: dict, name: str) -> dict:
+GATE_NOTE = ("The promotion gate's evidence rules, judged at registration on this evaluation with the workspace's "
+             "promote parameters. The decision itself (with the champion, integrity and PHI checks) is recorded at "
+             "promotion in the registry's version tags and the lineage ledger.")
+
+
+def _comparison_rows(evaluation: dict) -> list[dict]:
+    """One row per paired comparison (fused minus baseline) for the card."""
+    rows = []
+    for task, found in (((evaluation.get("baselines") or {}).get("comparisons")) or {}).items():
+        for name, d in found.items():
+            measured = None not in (d.get("value"), d.get("ci_low"), d.get("ci_high"))
+            rows.append({"task": task, "name": f"{name} ({d['baseline']})" if d.get("baseline") not in (None, name)
+                         else name, "metric": d.get("metric"), "a": d.get("a"), "b": d.get("b"), "n": d.get("n"),
+                         "difference": f"{d['value']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if measured
+                         else f"not measured: {d.get('skipped', 'no CI')}"})
+    return rows
+
+
+def _gate(evaluation: dict, params: dict, name: str) -> dict:
+    """The evidence rules (chance, baselines, exceptions) with their values and verdicts, for the card."""
+    try:
+        policy = GatePolicy.from_params(params)
+    except (TypeError, ValueError) as exc:  # a typo in promote: must not stop a registration; the card says so
+        return {"error": f"The promote parameters cannot be read ({exc}), so the gate's rules were not judged."}
+    candidate = Candidate(name=name, version="(at registration)", **evaluation_facts(evaluation))
+    return {"note": GATE_NOTE, "checks": evidence_checks(candidate, policy)}
+
+
+def _metrics_of(entry: Any) -> Any:
+    return entry.get("metrics") if isinstance(entry, dict) else None
+
+
+def _card(evaluation: dict, meta: dict, name: str, params: dict | None = None) -> dict:
     diag = evaluation["tasks"].get("diagnosis", {})
     base = evaluation.get("baselines") or {}
+    oracle = base.get("oracle") if isinstance(base.get("oracle"), dict) else {}
     return {
         "name": name, "version": "(assigned at registration)",
         "intended_use": "Research decision support for adults presenting with chest symptoms: differential "
@@ -56,7 +92,13 @@ def _card(evaluation: dict, meta: dict, name: str) -> dict:
         "subgroups": diag.get("subgroups"),
         "baselines": {"late_fusion": (base.get("late_fusion") or {}).get("metrics"),
                       "single_modality": {m: r.get("single") for m, r in (base.get("single_modality") or {}).items()},
-                      "bayes": (base.get("bayes") or {}).get("metrics")},
+                      "bayes": (base.get("bayes") or {}).get("metrics"),
+                      "risk_logistic_regression": _metrics_of(base.get("risk_same_inputs")),
+                      "survival_cox": _metrics_of(base.get("survival_same_inputs")),
+                      "oracle_risk": _metrics_of(oracle.get("risk")),
+                      "oracle_survival": _metrics_of(oracle.get("survival"))},
+        "comparisons": _comparison_rows(evaluation),
+        "gate": _gate(evaluation, params or {}, name),
         "limitations": ["Trained and evaluated on the dataset version above only; subgroup estimates on small "
                         "groups have wide intervals.",
                         "Attention shares describe what the fusion read, not causal importance.",
@@ -83,7 +125,7 @@ def stage_artifacts(ws: Workspace, staging: Path, name: str) -> dict:
     if ws.validation_report.exists():  # the contract results of the data it was trained on, hashed too
         (staging / "governance").mkdir()
         shutil.copy2(ws.validation_report, staging / "governance" / ws.validation_report.name)
-    markdown, html = render_model_card(_card(evaluation, read_meta(ws.models / "backbone"), name))
+    markdown, html = render_model_card(_card(evaluation, read_meta(ws.models / "backbone"), name, ws.params()))
     (staging / "card").mkdir()
     (staging / "card" / "model_card.md").write_text(markdown)
     (staging / "card" / "model_card.html").write_text(html)

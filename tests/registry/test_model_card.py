@@ -5,7 +5,7 @@ import pytest
 from tasks.registry.model_card import NOT_REPORTED, render_model_card
 
 SECTIONS = ["Intended use", "Out of scope", "Versions", "Training data", "Metrics", "Missing modality",
-            "Subgroups", "Baselines", "Limitations", "Lineage", "Plots"]
+            "Subgroups", "Baselines", "Fused model vs baselines", "Promotion gate", "Limitations", "Lineage", "Plots"]
 
 FULL = {
     "name": "mmfm-cxr", "version": "3", "intended_use": "Triage support for chest X-ray reading",
@@ -15,6 +15,11 @@ FULL = {
     "missing_modality": {"ehr": {"auroc_macro": 0.79}},
     "subgroups": {"age_band": {"18-40": {"n": 40, "auroc_macro": 0.86}, "80+": {"n": 4, "auroc_macro": "skipped"}}},
     "baselines": {"image_only": {"auroc_macro": 0.80}}, "limitations": ["Adults only"],
+    "comparisons": [{"task": "diagnosis", "name": "late_fusion", "metric": "auroc_macro", "a": 0.85, "b": 0.8,
+                     "difference": "+0.050 [+0.010, +0.090]", "n": 40}],
+    "gate": {"note": "judged at registration", "checks": [
+        {"rule": "beats_baselines", "passed": True, "value": {"diagnosis": {"late_fusion": {"value": 0.05}}},
+         "detail": "better than late_fusion", "excepted": False, "reason": None}]},
     "lineage": {"ledger_event_id": "ev-42", "mlflow_run_id": "run-9", "approvals": ["alice"]},
     "plots": ["plots/roc.png"],
 }
@@ -25,7 +30,7 @@ def test_every_section_is_rendered_with_its_values():
     for section in SECTIONS:
         assert f"## {section}" in markdown and f"<h2>{section}</h2>" in html
     for text in ["0.851", "0.820 – 0.880", "site01 120", "ev-42", "run-9", "alice", "Adults only", "skipped",
-                 "abc1234", "Contract ehr: 1.2", "image_only"]:
+                 "abc1234", "Contract ehr: 1.2", "image_only", "+0.050 [+0.010, +0.090]", "better than late_fusion"]:
         assert text in markdown and text in html
     assert NOT_REPORTED not in markdown and NOT_REPORTED not in html
     assert '<img src="plots/roc.png"' in html and "![plots/roc.png](plots/roc.png)" in markdown
