@@ -26,8 +26,9 @@ from pathlib import Path
 import torch
 
 from models.model import MODALITIES, MultimodalModel
-from tasks.training.loop import TrainConfig, TrainResult
-from tasks.training.split_data import SplitData
+from tasks.training.loop import Hooks, TrainConfig, TrainResult
+from tasks.training.loop import train as run_loop
+from tasks.training.split_data import EpochBatches, SplitData
 
 HEAD = {"diagnosis": "multiclass", "risk": "binary", "survival": "cox"}
 TARGETS = ("label", "risk_label", "time", "event")
@@ -134,9 +135,7 @@ def fit_task(model: MultimodalModel, train: SplitData, val: SplitData | None, ta
     """Train `model`'s experts and interaction for `task` in place (phases above); -> losses and phase reports.
 
     `frozen`: encoders pre-trained without labels, locked here (only their expert heads train)."""
-    from tasks.training.fit import Selector  # fit imports this module: the recipe is one of its recipes
-    from tasks.training.loop import train as run_loop
-    from tasks.training.split_data import EpochBatches
+    from tasks.training.fit import Selector  # lazy: fit imports this module (the recipe is one of fit's recipes)
 
     if not model.experts:
         raise ValueError("fit_task needs a model with the experts read-out (config readout: experts)")
@@ -159,7 +158,6 @@ def fit_task(model: MultimodalModel, train: SplitData, val: SplitData | None, ta
         selector = Selector(valid, task, s.eval_every) if use_val else None
         hooks = None
         if selector is not None:
-            from tasks.training.loop import Hooks
             selector(0, model)  # the weights before this phase are a candidate too
             hooks = Hooks(after_step=selector)
         ckpt = checkpoint_dir / name if checkpoint_dir is not None else None
