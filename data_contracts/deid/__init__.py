@@ -69,11 +69,49 @@ class PrivateSafeEntry:
 
 
 @dataclass(frozen=True)
+class OcrRules:
+    """The pixel screen (tasks/deid/pixels.py): which images are OCR'd, and what OCR output counts as text.
+
+    Header flags only catch text a modality declares; a radiograph with a name typed onto the plate says nothing, so
+    images of the modalities / SOP classes here (besides those BurnedInRules flags) are read by Tesseract."""
+
+    modalities: frozenset[str] = frozenset()
+    sop_classes: dict[str, str] = field(default_factory=dict)
+    min_confidence: float = 50.0  # Tesseract word confidence (0-100) at or above which a word counts
+    min_chars: int = 3  # letters and digits a word needs to count ("L"/"R" side markers are not PHI)
+    upscale: float = 2.0  # the image Tesseract reads: this much bigger (small glyphs read better) ...
+    max_side: int = 1024  # ... but its longest side no more than this (a 3000-pixel plate costs what 1024 does)
+    stroke_size: int = 9  # pixels (at that scale): strokes thinner than this are what the screen looks for
+    min_contrast: float = 0.15  # a stroke's brightness over its surroundings, as a fraction of the image's range
+    max_frames: int = 3  # frames of a multi-frame image read: evenly spaced, first and last included
+    timeout_s: float = 30.0  # per page read; past it the pages of the call are quarantined, not passed
+
+
+@dataclass(frozen=True)
 class BurnedInRules:
     sop_classes: dict[str, str]
     modalities: frozenset[str]
     conversion_types: frozenset[str]
     image_type_values: frozenset[str]
+    ocr: OcrRules = field(default_factory=OcrRules)
+
+
+@dataclass(frozen=True)
+class StagedImagingRules:
+    """What of a de-identified header may reach data/staged/imaging: coded values from these lists only.
+
+    The profile keeps Manufacturer, model name and body part (PS3.15 retains them), but they are free text a site
+    can fill with anything; a table is not the place to find out what."""
+
+    modalities: frozenset[str] = frozenset()  # PS3.3 C.7.3.1.1.1 defined terms; anything else becomes OT
+    body_parts: frozenset[str] = frozenset()  # PS3.16 Annex L defined terms; anything else becomes null
+    manufacturers: dict[str, str] = field(default_factory=dict)  # upper-case name -> name kept; else a keyed token
+    model_names: dict[str, str] = field(default_factory=dict)  # as manufacturers
+
+
+def _names(values: list | None) -> dict[str, str]:
+    """Allow-listed names, looked up case- and space-insensitively: normalised form -> the spelling kept."""
+    return {" ".join(str(v).upper().split()): str(v) for v in values or []}
 
 
 @dataclass(frozen=True)
@@ -88,6 +126,7 @@ class DeidConfig:
     uid_keep_keyword_patterns: tuple[re.Pattern[str], ...]
     burned_in: BurnedInRules
     fhir_extension_safe_list: frozenset[str] = field(default_factory=frozenset)
+    staged_imaging: StagedImagingRules = field(default_factory=StagedImagingRules)
 
     def resolve(self, action: str) -> str:
         """Table action (possibly a combination such as X/Z/D) -> the single action we apply."""
@@ -151,9 +190,31 @@ def load_config(path: Path | None = None, table: ProfileTable | None = None) -> 
             sop_classes={str(k): str(v) for k, v in burned["sop_classes"].items()},
             modalities=frozenset(burned["modalities"]),
             conversion_types=frozenset(burned["conversion_types"]),
-            image_type_values=frozenset(v.upper() for v in burned["image_type_values"])),
+            image_type_values=frozenset(v.upper() for v in burned["image_type_values"]),
+            ocr=_ocr_rules(burned.get("ocr") or {})),
         fhir_extension_safe_list=frozenset(raw.get("fhir_extension_safe_list") or []),
+        staged_imaging=_staged_rules(raw.get("staged_imaging") or {}),
     )
+
+
+OCR_NUMBERS = {"min_confidence": float, "min_chars": int, "upscale": float, "max_side": int, "stroke_size": int,
+               "min_contrast": float, "max_frames": int, "timeout_s": float}
+
+
+def _ocr_rules(raw: dict) -> OcrRules:
+    rules = OcrRules(modalities=frozenset(str(m).upper() for m in raw.get("modalities") or []),
+                     sop_classes={str(k): str(v) for k, v in (raw.get("sop_classes") or {}).items()},
+                     **{k: kind(raw[k]) for k, kind in OCR_NUMBERS.items() if k in raw})
+    if min(getattr(rules, k) for k in OCR_NUMBERS if k != "min_confidence") <= 0:
+        raise ValueError(f"burned_in.ocr: {', '.join(k for k in OCR_NUMBERS if k != 'min_confidence')} must be > 0")
+    return rules
+
+
+def _staged_rules(raw: dict) -> StagedImagingRules:
+    return StagedImagingRules(modalities=frozenset(str(m).upper() for m in raw.get("modalities") or []),
+                              body_parts=frozenset(str(b).upper() for b in raw.get("body_parts") or []),
+                              manufacturers=_names(raw.get("manufacturers")),
+                              model_names=_names(raw.get("model_names")))
 
 
 @cache

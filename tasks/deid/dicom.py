@@ -114,22 +114,41 @@ def burned_in_reasons(ds: Dataset, config: DeidConfig | None = None) -> tuple[st
         return _burned_in_reasons(ds, (config or default_config()).burned_in)
 
 
+def ocr_reasons(ds: Dataset, config: DeidConfig | None = None) -> tuple[str, ...]:
+    """Why this image's pixels must be read for text (tasks/deid/pixels.py): its modality or SOP class is on the OCR
+    list or the burned-in list. Empty: not at risk, not read. Rule names and defined terms only, no values."""
+    rules = (config or default_config()).burned_in
+    with pydicom_config.disable_value_validation(), _values_kept_out_of_errors("dicom_burned_in"):
+        modality, classes = _code(ds, "Modality"), sop_classes(ds)
+    reasons = [f"modality:{modality}"] if modality in rules.modalities | rules.ocr.modalities else []
+    labels = [rules.sop_classes.get(uid) or rules.ocr.sop_classes.get(uid) for uid in classes]
+    reasons.extend(f"sop_class:{label}" for label in labels if label)
+    return tuple(dict.fromkeys(reasons))
+
+
+def sop_classes(ds: Dataset) -> tuple[str, ...]:
+    """The SOP class UIDs a file claims, in its data set and in its file meta: a screen capture may say CR in one
+    place and Secondary Capture in the other, and a screen must judge it by the riskier."""
+    meta = getattr(ds, "file_meta", None) or Dataset()
+    found = (str(ds.get("SOPClassUID", "") or ""), str(meta.get("MediaStorageSOPClassUID", "") or ""))
+    return tuple(dict.fromkeys(u for u in (v.strip("\x00 \t\r\n") for v in found) if u))
+
+
+def _code(ds: Dataset, keyword: str) -> str:
+    """A CS value as the rules spell it: upper case, no padding (writers send 'cr', 'wsd ', 'yes')."""
+    return str(ds.get(keyword, "") or "").strip("\x00 \t\r\n").upper()
+
+
 def _burned_in_reasons(ds: Dataset, rules: BurnedInRules) -> tuple[str, ...]:
-    reasons = []
-    if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
-        reasons.append("BurnedInAnnotation=YES")
-    if str(ds.get("RecognizableVisualFeatures", "")).strip().upper() == "YES":
-        reasons.append("RecognizableVisualFeatures=YES")
-    sop_class = str(ds.get("SOPClassUID", "") or getattr(ds, "file_meta", Dataset()).get("MediaStorageSOPClassUID", ""))
-    if sop_class in rules.sop_classes:
-        reasons.append(f"sop_class:{rules.sop_classes[sop_class]}")
-    if str(ds.get("Modality", "")).strip() in rules.modalities:
-        reasons.append(f"modality:{str(ds.Modality).strip()}")
-    if str(ds.get("ConversionType", "")).strip() in rules.conversion_types:
-        reasons.append(f"conversion_type:{str(ds.ConversionType).strip()}")
+    reasons = [f"{kw}=YES" for kw in ("BurnedInAnnotation", "RecognizableVisualFeatures") if _code(ds, kw) == "YES"]
+    reasons.extend(f"sop_class:{rules.sop_classes[uid]}" for uid in sop_classes(ds) if uid in rules.sop_classes)
+    if (modality := _code(ds, "Modality")) in rules.modalities:
+        reasons.append(f"modality:{modality}")
+    if (conversion := _code(ds, "ConversionType")) in rules.conversion_types:
+        reasons.append(f"conversion_type:{conversion}")
     image_type = {str(v).strip().upper() for v in act.values_of(ds["ImageType"])} if "ImageType" in ds else set()
     reasons.extend(f"image_type:{v}" for v in sorted(image_type & rules.image_type_values))
-    return tuple(reasons)
+    return tuple(dict.fromkeys(reasons))
 
 
 def _label(tag: BaseTag, elem: DataElement, rule: ProfileRule | None) -> str:
@@ -246,7 +265,9 @@ def _drop_orphan_private_creators(ds: Dataset, run: _Run) -> None:
 
 
 def _clean_file_meta(ds: Dataset, run: _Run) -> None:
-    """Keep only the group 0002 elements a reader needs; the instance UID follows the dataset's mapping."""
+    """Keep only the group 0002 elements a reader needs; their UIDs follow the dataset's mapping (a private SOP class
+    or implementation UID gets its keyed replacement, standard ones stay), all but the transfer syntax, which a
+    reader needs to parse the file."""
     meta = getattr(ds, "file_meta", None)
     if meta is None:
         return
@@ -255,7 +276,7 @@ def _clean_file_meta(ds: Dataset, run: _Run) -> None:
         if elem.keyword not in FILE_META_KEPT:
             run.count("X", elem.keyword or "FileMeta")
             continue
-        if elem.keyword == "MediaStorageSOPInstanceUID" and run.uids.replace(elem, force=True):
+        if elem.keyword != "TransferSyntaxUID" and run.uids.replace(elem, force=True):
             run.count("U", elem.keyword)
         kept.add(elem)
     ds.file_meta = kept
@@ -283,3 +304,41 @@ def _mark_deidentified(ds: Dataset, run: _Run) -> None:
         item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = code, "DCM", meaning
         items.append(item)
     ds.DeidentificationMethodCodeSequence = Sequence(items)
+
+
+# ------------------------------------------------------------------------------------------------ staged columns
+def staged_fields(ds: Dataset, keys: Pseudonymizer, config: DeidConfig | None = None) -> dict[str, str | None]:
+    """The header columns of a staged imaging row, read from a DE-IDENTIFIED dataset: keyed UIDs (a private SOP class
+    too: the profile replaced it), the shifted study date, and coded values (config.staged_imaging). Free text never
+    reaches a table verbatim: a name off the allow-list becomes a keyed token, a body part off it null."""
+    rules = (config or default_config()).staged_imaging
+    meta = getattr(ds, "file_meta", None) or Dataset()
+    with pydicom_config.disable_value_validation(), _values_kept_out_of_errors("dicom_staged"):
+        modality, body_part = _code(ds, "Modality"), _code(ds, "BodyPartExamined")
+        syntax = _plain(meta, "TransferSyntaxUID")
+        return {"study_id": _plain(ds, "StudyInstanceUID") or None, "series_id": _plain(ds, "SeriesInstanceUID"),
+                "modality": (modality if modality in rules.modalities else "OT") if modality else None,
+                "sop_class_uid": next(iter(sop_classes(ds)), None),
+                "manufacturer": _listed_or_keyed(ds, "Manufacturer", rules.manufacturers, keys),
+                "model": _listed_or_keyed(ds, "ManufacturerModelName", rules.model_names, keys),
+                "body_part": body_part if body_part in rules.body_parts else None,
+                "study_date": _iso_date(_plain(ds, "StudyDate")),
+                "transfer_syntax": syntax if syntax.startswith(act.DICOM_ROOT) else None}
+
+
+def _plain(ds: Dataset, keyword: str) -> str:
+    return str(ds.get(keyword, "") or "").strip("\x00 \t\r\n")  # UIDs may be NUL-padded
+
+
+def _iso_date(value: str) -> str | None:
+    """DICOM DA (already shifted by de-identification) -> ISO 8601, the staged tables' date format."""
+    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else None
+
+
+def _listed_or_keyed(ds: Dataset, keyword: str, allowed: dict[str, str], keys: Pseudonymizer) -> str | None:
+    """An allow-listed name in its listed spelling; any other value a keyed token (equal values stay equal, so a
+    scanner change still shows in monitoring); empty: None."""
+    name = " ".join(str(ds.get(keyword, "") or "").upper().split())
+    if not name:
+        return None
+    return allowed.get(name) or "keyed-" + keys.digest("dicom-staged", keyword, name).hex()[:12]

@@ -10,9 +10,10 @@ every item in `received`; each then ends up in exactly one place: a batch's `ing
 batch's), so `received == ingested + quarantined` holds over scan + batches.
 
 PHI stays inside: raw UIDs are only grouped on inside `scan_headers` (a group is named by the hash of its items'
-bytes), rows carry pseudonyms, keyed UIDs and shifted dates from the de-identified dataset, and messages name
-rules, attributes and exception types, never values. Reading streams, series geometry, resampling and shard
-files live in tasks/ingest/dicom_shards.py.
+bytes), rows carry pseudonyms, keyed UIDs, shifted dates and allow-listed codes from the de-identified dataset
+(tasks.deid.dicom.staged_fields), images at risk of burned-in text are read by OCR before they pass
+(tasks.deid.pixels, a chunk of series per Tesseract call), and messages name rules, attributes and exception types,
+never values. Reading streams, series geometry, resampling and shard files live in tasks/ingest/dicom_shards.py.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ import numpy as np
 from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
 
-from tasks.deid import DeidError, Pseudonymizer, deidentify_dataset
+from tasks.deid import DeidError, DicomDeidResult, Pseudonymizer, deidentify_dataset
+from tasks.deid.dicom import staged_fields
+from tasks.deid.pixels import PixelRequest, request, screen
 from tasks.ingest.accounting import BatchResult
 from tasks.ingest.dicom_shards import (
     AIR_HU,
@@ -255,20 +258,10 @@ def batch_series(groups: list[SeriesGroup], max_items: int = 64) -> list[list[Se
 
 
 # ------------------------------------------------------------------------------------------------ ingest
-def _iso_date(value: str) -> str | None:
-    """DICOM DA (already shifted by de-identification) -> ISO 8601, the staged tables' date format."""
-    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else None
-
-
-def _fields(ds: Dataset, pseudonym: str) -> dict:
-    """The row's identity columns, read from the de-identified dataset only (what the profile removed stays out)."""
-    meta = getattr(ds, "file_meta", Dataset())
-    return {"patient_id": pseudonym, "study_id": _text(ds, "StudyInstanceUID") or None,
-            "series_id": _text(ds, "SeriesInstanceUID"), "modality": _text(ds, "Modality") or None,
-            "sop_class_uid": _text(ds, "SOPClassUID") or _text(meta, "MediaStorageSOPClassUID") or None,
-            "manufacturer": _text(ds, "Manufacturer") or None, "model": _text(ds, "ManufacturerModelName") or None,
-            "body_part": _text(ds, "BodyPartExamined") or None, "study_date": _iso_date(_text(ds, "StudyDate")),
-            "transfer_syntax": _text(meta, "TransferSyntaxUID") or None}
+def _fields(deid: DicomDeidResult, keys: Pseudonymizer) -> dict:
+    """The row's identity columns: the pseudonym, and what tasks.deid.dicom.staged_fields lets out of the
+    de-identified dataset (keyed UIDs, the shifted date, allow-listed codes; never free text)."""
+    return {"patient_id": deid.patient_pseudonym, **staged_fields(deid.dataset, keys)}
 
 
 def _unsupported(ds: Dataset) -> str | None:
@@ -279,9 +272,22 @@ def _unsupported(ds: Dataset) -> str | None:
     return None
 
 
+@dataclass
+class _Loaded:
+    """An item read, de-identified, header-screened and decoded. Its pixel screen (`ocr`; None: not at risk) is
+    pending, and so is the count of its de-identification: the report records what the screen finds."""
+
+    item: SeriesItem
+    decoded: Decoded
+    deid: DicomDeidResult
+    fields: dict  # the row's header columns
+    ocr: PixelRequest | None
+
+
 def _load(item: SeriesItem, landing: Path, keys: Pseudonymizer, site: str, cfg: ImagingConfig,
-          result: BatchResult) -> tuple[Decoded, dict] | None:
-    """Read, de-identify, screen and decode one item; None (and exactly one rejection) when it cannot pass."""
+          result: BatchResult) -> _Loaded | None:
+    """Read, de-identify, screen the header of and decode one item; None (and exactly one rejection) when it cannot
+    pass."""
 
     def drop(stage: str, rule: str, message: str) -> None:
         result.rejections.append(_reject(item, stage, rule, message))
@@ -298,19 +304,75 @@ def _load(item: SeriesItem, landing: Path, keys: Pseudonymizer, site: str, cfg: 
         deid = deidentify_dataset(ds, keys, site)
     except DeidError as exc:  # its message names the rule, never a value
         return drop("deidentify", f"deid.{exc.rule}", str(exc))
+    decoded, refusal = _decode(item, ds, deid, cfg)
+    if decoded is not None:
+        try:
+            return _Loaded(item, decoded, deid, _fields(deid, keys), request(ds, decoded.pixels))
+        except DeidError as exc:  # a header value the row or the screen cannot read: named by rule, no value
+            refusal = ("deidentify", f"deid.{exc.rule}", str(exc))
+        except Exception as exc:  # fail closed: pixels the screen cannot prepare do not pass unread
+            refusal = ("deidentify", "dicom.ocr_unavailable", f"pixels not readable by OCR ({type(exc).__name__})")
     result.deid.add_dicom(deid, item.sha256)
+    return drop(*refusal)
+
+
+def _decode(item: SeriesItem, ds: Dataset, deid: DicomDeidResult, cfg: ImagingConfig
+            ) -> tuple[Decoded | None, tuple[str, str, str]]:
+    """Header screen, limits, decoding: (decoded, ()) or (None, (stage, rule, message) of the one rejection)."""
     if deid.burned_in_risk and not cfg.allow_burned_in:
-        return drop("deidentify", "dicom.burned_in", f"pixels may carry text: {', '.join(deid.burned_in_reasons)}")
+        return None, ("deidentify", "dicom.burned_in", f"pixels may carry text: {', '.join(deid.burned_in_reasons)}")
     if (problem := _unsupported(ds)) is not None:
-        return drop("ingest", "dicom.unsupported", problem)
+        return None, ("ingest", "dicom.unsupported", problem)
     pixels = (int_value(ds, "Rows") or 0) * (int_value(ds, "Columns") or 0) * (int_value(ds, "NumberOfFrames") or 1)
     if pixels > MAX_PIXELS_PER_ITEM:
-        return drop("ingest", "dicom.geometry_limits", f"Rows x Columns x frames exceeds {MAX_PIXELS_PER_ITEM} pixels")
+        return None, ("ingest", "dicom.geometry_limits",
+                      f"Rows x Columns x frames exceeds {MAX_PIXELS_PER_ITEM} pixels")
     try:
         with pydicom_config.disable_value_validation():
-            return decode(item, item.order, ds), _fields(deid.dataset, deid.patient_pseudonym)
+            return decode(item, item.order, ds), ()
     except Exception as exc:  # decoder errors may quote header values: keep the type only
-        return drop("ingest", "dicom.pixel_decode", f"pixel data cannot be decoded ({type(exc).__name__})")
+        return None, ("ingest", "dicom.pixel_decode", f"pixel data cannot be decoded ({type(exc).__name__})")
+
+
+def _screened(chunk: list[list[_Loaded]], result: BatchResult) -> list[list[tuple[Decoded, dict]]]:
+    """The pixel screen of a chunk of series (tasks.deid.pixels: the pages of all its images at risk in one
+    Tesseract call); every item's de-identification is counted with what the screen found, an image with text, or
+    that could not be screened, goes to quarantine, and the rest of each series comes back with its row fields."""
+    at_risk = [x for series in chunk for x in series if x.ocr is not None]
+    verdicts = dict(zip(map(id, at_risk), screen([x.ocr for x in at_risk]), strict=True))
+    if at_risk:
+        log.debug("OCR screen: %d images at risk, %d pages, %.2f s", len(at_risk),
+                  sum(v.pages_read for v in verdicts.values()), sum(v.seconds for v in verdicts.values()))
+    out = []
+    for series in chunk:
+        kept = []
+        for x in series:
+            verdict = verdicts.get(id(x))
+            if verdict is None or verdict.rule is None:
+                result.deid.add_dicom(x.deid, x.item.sha256)
+                kept.append((x.decoded, x.fields))
+                continue
+            reasons = (*x.deid.burned_in_reasons, verdict.reason)
+            result.deid.add_dicom(replace(x.deid, burned_in_risk=True, burned_in_reasons=reasons), x.item.sha256)
+            result.rejections.append(_reject(x.item, "deidentify", f"dicom.{verdict.rule}", verdict.message))
+        out.append(kept)
+    return out
+
+
+def _loaded_series(batch: list[SeriesGroup], landing: Path, keys: Pseudonymizer, site: str, cfg: ImagingConfig,
+                   result: BatchResult) -> Iterator[list[tuple[Decoded, dict]]]:
+    """Each series' items that passed, in batch order. Series are loaded a chunk at a time and a chunk's images at
+    risk are OCR'd together (Tesseract's start-up, not the page, is most of a small image's cost); a chunk holds
+    about cfg.max_series_mb of decoded pixels at most (or one series), the budget one series has anyway."""
+    chunk: list[list[_Loaded]] = []
+    held = 0
+    for group in batch:
+        chunk.append([x for item in group.items if (x := _load(item, landing, keys, site, cfg, result)) is not None])
+        held += sum(x.decoded.pixels.nbytes for x in chunk[-1])
+        if held > cfg.max_series_mb * 2**20:
+            yield from _screened(chunk, result)
+            chunk, held = [], 0
+    yield from _screened(chunk, result)
 
 
 def _one_patient_and_study(loaded: list[tuple[Decoded, dict]], result: BatchResult) -> list[tuple[Decoded, dict]]:
@@ -343,10 +405,9 @@ def _volume_limits(shape: tuple[int, ...], spacing: tuple[float, ...], cfg: Imag
     return None
 
 
-def _series(group: SeriesGroup, landing: Path, keys: Pseudonymizer, site: str, cfg: ImagingConfig,
+def _series(loaded: list[tuple[Decoded, dict]], site: str, cfg: ImagingConfig,
             result: BatchResult) -> tuple[np.ndarray, dict] | None:
     """One series: its array (see tasks/ingest/dicom_shards.py for axes) and its row (shard filled in by the caller)."""
-    loaded = [x for item in group.items if (x := _load(item, landing, keys, site, cfg, result)) is not None]
     if not loaded:
         return None
     loaded = _one_patient_and_study(loaded, result)
@@ -398,8 +459,8 @@ def ingest_series_batch(batch: list[SeriesGroup], landing: Path, staged: Path, k
     result = BatchResult(source=SOURCE)
     arrays: dict[str, np.ndarray] = {}
     rows: list[dict] = []
-    for group in batch:
-        series = _series(group, landing, keys, site, cfg, result)
+    for loaded in _loaded_series(batch, landing, keys, site, cfg, result):
+        series = _series(loaded, site, cfg, result)
         if series is None:
             continue
         array, row = series

@@ -5,8 +5,9 @@ drift monitoring (embeddings are the other side).
 Why acquisition features: the image encoders are trained to ignore the scanner (site style is nuisance variation),
 so their embeddings barely move when a site replaces its scanner (measured on the demo cohort: the radiograph
 embeddings of a shifted site were indistinguishable from its reference, p = 0.1-0.2) while the pixels the model
-reads changed (+35% intensity, twice the noise). The curated imaging table keeps the scanner model (PS3.15 keeps
-Manufacturer's Model Name) and each series' intensity statistics, so the change is tested where it happens.
+reads changed (+35% intensity, twice the noise). The curated imaging table keeps the scanner (the vendor when it is
+on the safe list, the model as a keyed token: equal models give equal tokens, so a new scanner is a new category)
+and each series' intensity statistics, so the change is tested where it happens.
 """
 
 from __future__ import annotations

@@ -211,3 +211,17 @@ def test_deidentify_dataset_without_file_meta(keys):
     ds.PatientID, ds.PatientName, ds.StudyInstanceUID = "CANARYMRN2", "CANARYNAME2", "1.2.3.999"
     out = deidentify_dataset(ds, keys, SITE).dataset
     assert out.PatientID == keys.patient(SITE, "CANARYMRN2") and out.StudyInstanceUID == keys.uid("1.2.3.999")
+
+
+def test_private_class_uids_get_keyed_replacements_standard_ones_stay(keys):
+    """A vendor's own SOP class UID (not under 1.2.840.10008.) names the vendor's product: replaced like any UID, in
+    the data set, its sequences and the file meta; the transfer syntax stays (a reader needs it)."""
+    private, referenced = "1.3.6.1.4.1.99999.42.7.1", "1.3.6.1.4.1.99999.42.7.2"
+    ds = planted_ct()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = private
+    ds.ReferencedImageSequence[0].ReferencedSOPClassUID = referenced
+    out = deidentify_dataset(ds, keys, SITE).dataset
+    assert out.SOPClassUID == out.file_meta.MediaStorageSOPClassUID == keys.uid(private)
+    assert out.ReferencedImageSequence[0].ReferencedSOPClassUID == keys.uid(referenced)
+    assert out.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID
+    assert b"99999" not in to_bytes(out)

@@ -37,7 +37,7 @@ def test_report_aggregates_without_phi(keys):
     assert raw["actions"]["dicom"]["U"] >= 10 and raw["attributes"]["dicom"]["PatientName"] == 2
     assert [b["sha256"] for b in raw["burned_in"]] == [sha("sc")]
     assert raw["burned_in"][0]["reasons"] == sorted(sc.burned_in_reasons)
-    assert raw["profile"].startswith("mmfm deid v1")
+    assert raw["profile"].startswith("mmfm deid v2")
     assert DeidReport.from_dict(raw).to_json() == text
     assert report.merge(report).dicom_files == 4
 

@@ -167,6 +167,16 @@ def test_radiographs_are_resized_images_of_stored_values(run_a):
         assert row["shard"].startswith("data/staged/images/shard-") and (ws / row["shard"]).is_file()
 
 
+def test_rows_carry_codes_and_keyed_names_only(run_a):
+    """Radiographs passed the OCR screen (CR/DX are read for burned-in text); header columns are coded (issue 17)."""
+    _, result = run_a
+    assert {r["modality"] for r in rows(result)} >= {"CT"} and any(r["modality"] in ("CR", "DX") for r in rows(result))
+    for row in rows(result):
+        assert row["body_part"] == "CHEST" and row["manufacturer"] == "GE MEDICAL SYSTEMS"  # deid.yaml allow-lists
+        assert row["model"].startswith("keyed-") and row["sop_class_uid"].startswith("1.2.840.10008.")
+    assert len({r["model"] for r in rows(result)}) == 1  # one scanner model, one token
+
+
 def test_ids_are_keyed_consistent_and_dates_shifted(run_a, files):
     _, result = run_a
     by_sha = {sha256(p): p for p in files}

@@ -56,8 +56,10 @@ def test_a_breach_exits_3_and_triggers_one_retrain_per_cooldown_without_touching
     # the new scanner is seen where it happened, and named: site-b's acquisition features, not site-a's
     assert "site-b" in report["flagged_sites"] and report["tabular"]["drifted_sites"] == ["site-b"]
     scanner = report["tabular"]["sites"]["site-b"]["groups"]["acquisition"]["features"]["scanner_2d"]
-    assert scanner["drifted"] and scanner["new_categories"] == ["SIEMENS SOMATOM Definition AS (upgraded)"]
-    assert "site-b: " in report["findings"] and "(new: SIEMENS SOMATOM Definition AS (upgraded))" in report["findings"]
+    # the model name is free text: it reaches staged tables as a keyed token (the vendor, on the safe list, stays)
+    (new,) = scanner["new_categories"]
+    assert new.startswith("SIEMENS keyed-") and "SOMATOM" not in json.dumps(report)
+    assert "site-b: " in report["findings"] and f"(new: {new})" in report["findings"]
     again = json.loads(_run(champion, "monitor", str(tmp_path / "shifted")).stdout.strip().splitlines()[-1])
     assert again["retrain"]["fired"] is False and again["retrain"]["status"] == "suppressed"
 
