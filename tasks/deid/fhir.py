@@ -3,14 +3,16 @@
 Identity joins across modalities through the patient index the caller builds from the extract's Patient
 resources (`patient_index`): a Patient's FHIR id maps to (site, MRN), and (site, MRN) is exactly what DICOM's
 PatientID gives, so `Patient/<id>`, the MRN identifier and the DICOM PatientID all become the same pseudonym, and
-the patient's dates move by the same offset in every modality. The element rules live in fhir_walk.py.
+the patient's dates move by the same offset in every modality. A patient of an earlier export (an incremental
+export does not repeat unchanged Patients) resolves through `earlier`, FHIR id -> the pseudonym given then; the
+date offset derives from the pseudonym, so it is the same too. The element rules live in fhir_walk.py.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -39,13 +41,15 @@ class FhirDeidResult:
 
 def deidentify_resource(resource: dict, keys: Pseudonymizer, *, site: str, patients: Mapping[str, tuple[str, str]],
                         known: KnownIdentifiers | None = None, age_reference: date | None = None,
-                        config: DeidConfig | None = None) -> FhirDeidResult:
+                        config: DeidConfig | None = None,
+                        earlier: Callable[[str], str | None] | None = None) -> FhirDeidResult:
     """De-identify one FHIR R4 resource (Patient, Encounter, Observation, Condition, DiagnosticReport,
     DocumentReference or any other); the input is not modified.
 
     `patients` maps FHIR Patient id -> (site, MRN) for the extract; `known` holds this patient's identifiers for
     the free-text scrubber (see `known_identifiers`); `age_reference` is the date ages are computed at for the
-    over-89 rule (default: today). Raises DeidError naming the rule, never a value.
+    over-89 rule (default: today); `earlier` maps the FHIR id of a patient ingested before (not in `patients`) to
+    its pseudonym, or None. Raises DeidError naming the rule, never a value.
     """
     rtype = resource.get("resourceType")
     if not isinstance(rtype, str) or not RESOURCE_TYPE.fullmatch(rtype):
@@ -54,7 +58,8 @@ def deidentify_resource(resource: dict, keys: Pseudonymizer, *, site: str, patie
         raise DeidError("fhir_bundle", "de-identify a Bundle's entries one by one")
     config = config or default_config()
     w = Walk(keys=keys, site=site, patients=dict(patients), offset=0, known=known or KnownIdentifiers(),
-             extension_safe_list=config.fhir_extension_safe_list, resource_type=rtype, mrns=_mrn_owners(patients, site))
+             extension_safe_list=config.fhir_extension_safe_list, resource_type=rtype, mrns=_mrn_owners(patients, site),
+             earlier=earlier)
     patient_id = str(resource.get("id", "")) if rtype == "Patient" else _subject_patient_id(resource)
     pseudonym = w.patient_pseudonym(patient_id) if patient_id else None
     w.offset = keys.date_offset_days(pseudonym) if pseudonym else keys.site_date_offset_days(site)
@@ -80,7 +85,9 @@ def patient_index(patients: Iterable[dict], site: str, mrn_system: str | None = 
         if patient.get("resourceType") != "Patient" or not patient.get("id"):
             continue
         for ident in patient.get("identifier") or []:
-            codes = {c.get("code") for c in (ident.get("type") or {}).get("coding") or []}
+            if not isinstance(ident, dict) or not isinstance(ident.get("type") or {}, dict):
+                continue
+            codes = {c.get("code") for c in (ident.get("type") or {}).get("coding") or [] if isinstance(c, dict)}
             if ident.get("value") and (MRN_TYPE_CODE in codes or (mrn_system and ident.get("system") == mrn_system)):
                 index[str(patient["id"])] = (site, str(ident["value"]))
                 break
@@ -88,27 +95,44 @@ def patient_index(patients: Iterable[dict], site: str, mrn_system: str | None = 
 
 
 def known_identifiers(patient: dict, staff_names: Iterable[str] = (), organizations: Iterable[str] = (),
-                      age_reference: date | None = None) -> KnownIdentifiers:
+                      age_reference: date | None = None, other_names: tuple[str, ...] = ()) -> KnownIdentifiers:
     """What a Patient resource tells the free-text scrubber to look for in the same patient's notes: names (the
     patient's and the contacts'), phones, e-mails, address parts, identifiers, the managing organisation, and the
-    birth date to hide rather than shift when the patient is over 89 at `age_reference` (default today) or death."""
-    names: list[str] = []
-    people = [*(patient.get("name") or []), *(c.get("name") for c in patient.get("contact") or [] if c.get("name"))]
-    for name in people:
-        names.extend([*(name.get("given") or []), name.get("family") or "", name.get("text") or ""])
-    telecom = patient.get("telecom") or []
-    addresses = [part for a in patient.get("address") or [] for part in
+    birth date to hide rather than shift when the patient is over 89 at `age_reference` (default today) or death.
+
+    `staff_names` and `other_names` (everyone else the extract names: other patients, relatives, related persons)
+    are built once per extract by the caller: given as tuples, the same objects are shared by every patient's
+    KnownIdentifiers (they can hold thousands of names)."""
+    people = [*(patient.get("name") or []), *(c.get("name") for c in patient.get("contact") or []
+                                              if isinstance(c, dict) and c.get("name"))]
+    telecom = [t for t in patient.get("telecom") or [] if isinstance(t, dict)]
+    addresses = [part for a in patient.get("address") or [] if isinstance(a, dict) for part in
                  [*(a.get("line") or []), a.get("city") or "", a.get("postalCode") or "", a.get("text") or ""]]
-    ids = [str(i.get("value")) for i in patient.get("identifier") or [] if i.get("value")]
+    ids = [str(i.get("value")) for i in patient.get("identifier") or [] if isinstance(i, dict) and i.get("value")]
     ssn_like = [v for v in ids if re.fullmatch(r"\d{3}-?\d{2}-?\d{4}", v)]
+    managing = patient.get("managingOrganization")
     return KnownIdentifiers(
-        patient_names=tuple(names), staff_names=tuple(staff_names),
+        patient_names=human_names(people), other_names=other_names,
+        staff_names=staff_names if isinstance(staff_names, tuple) else tuple(staff_names),
         phones=tuple(t.get("value", "") for t in telecom if t.get("system") in {"phone", "fax", "sms", "pager"}),
         emails=tuple(t.get("value", "") for t in telecom if t.get("system") == "email"),
         ssns=tuple(ssn_like), addresses=tuple(addresses),
         mrns=tuple(v for v in ids if v not in ssn_like), other_ids=(str(patient.get("id", "")),),
-        organizations=(*organizations, str((patient.get("managingOrganization") or {}).get("display", ""))),
+        organizations=(*organizations, str((managing if isinstance(managing, dict) else {}).get("display", ""))),
         protected_dates=_over_89_birth_date(patient, age_reference or date.today()))
+
+
+def human_names(names: Iterable[object]) -> tuple[str, ...]:
+    """Given names, family name and text of some HumanName elements, for the scrubber to look for (not prefixes or
+    suffixes: "Dr" or "Jr" as a name would erase every title in the notes)."""
+    out: list[str] = []
+    for name in names:
+        if not isinstance(name, dict):
+            continue
+        given = name.get("given") or []
+        out.extend(p for p in (given if isinstance(given, list) else [given]) if isinstance(p, str))
+        out.extend(name[k] for k in ("family", "text") if isinstance(name.get(k), str))
+    return tuple(out)
 
 
 def _mrn_owners(patients: Mapping[str, tuple[str, str]], site: str) -> dict[str, tuple[str, str]]:
@@ -158,4 +182,4 @@ def _cap_birth_date(original: dict, out: dict, w: Walk, reference: date) -> None
     if birth is not None and age_on(birth, reference) > AGE_CAP_YEARS:
         shifted = reference + timedelta(days=w.offset)
         out["birthDate"] = f"{shifted.year - AGE_CAP_YEARS - 1:04d}"
-        w.count("C", "Patient.birthDate.age_cap")
+        w.count("C", "Patient.birthDate", "age_cap")

@@ -7,15 +7,17 @@ telecom, a narrative, an identifier, a reference, a date or a free string is han
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tasks.deid.dates import UnshiftableDate, shift_fhir
 from tasks.deid.errors import DeidError
+from tasks.deid.fhir_attachment import TEXT_PLAIN, decode_attachment, is_text
+from tasks.deid.fhir_elements import dotted_label
 from tasks.deid.pseudonym import Pseudonymizer
 from tasks.deid.text import KnownIdentifiers, scrub_text
 
@@ -45,17 +47,23 @@ class Walk:
     extension_safe_list: frozenset[str]
     resource_type: str
     mrns: dict[str, tuple[str, str]] = field(default_factory=dict)  # MRN value -> (site, MRN) of the index
+    earlier: Callable[[str], str | None] | None = None  # FHIR Patient id -> pseudonym, from earlier ingests
     actions: Counter[str] = field(default_factory=Counter)
     attributes: Counter[str] = field(default_factory=Counter)
 
-    def count(self, action: str, path: str) -> None:
+    def count(self, action: str, path: str, note: str = "") -> None:
+        """Count an action on an element; the label quotes FHIR element names only (a JSON key is input)."""
         self.actions[action] += 1
-        self.attributes[path] += 1
+        self.attributes[dotted_label(path) + (f".{note}" if note else "")] += 1
 
     def patient_pseudonym(self, fhir_id: str) -> str:
-        if fhir_id not in self.patients:
-            raise DeidError("fhir_unknown_patient", "a Patient id or reference is not in the extract's patient index")
-        return self.keys.patient(*self.patients[fhir_id])
+        if fhir_id in self.patients:
+            return self.keys.patient(*self.patients[fhir_id])
+        earlier = self.earlier(fhir_id) if self.earlier is not None else None
+        if earlier is None:
+            raise DeidError("fhir_unknown_patient", "a Patient id or reference is in neither the extract's patient "
+                            "index nor the workspace's patients of earlier ingests")
+        return earlier
 
 
 def is_date_key(key: str) -> bool:
@@ -80,7 +88,7 @@ def _walk_dict(node: dict, path: str, w: Walk, parent_key: str) -> dict:
     for key, value in node.items():
         child = f"{path}.{key}"
         if not isinstance(key, str) or not ELEMENT_NAME.fullmatch(key):
-            w.count("X", f"{path}.<invalid-key>")  # not a FHIR element name (a key may itself be a value)
+            w.count("X", path, "<invalid-key>")  # not a FHIR element name (a key may itself be a value)
         elif key == "url" and parent_key == "extension":
             out[key] = value  # a safe-listed extension's identity
         elif key in REMOVED or (key == "text" and isinstance(value, dict)):
@@ -187,22 +195,21 @@ def _reference(value: str, w: Walk) -> str | None:
 
 
 def _clean_attachment(node: dict, path: str, w: Walk) -> dict:
-    """Text attachments are decoded, scrubbed and re-encoded; any other inline content cannot be checked: dropped."""
+    """Text attachments are decoded (fhir_attachment.py), scrubbed and re-encoded as UTF-8 plain text; other inline
+    content cannot be checked: dropped. Text that cannot be decoded raises DeidError attachment_undecodable: the
+    resource is quarantined rather than staged with its text missing."""
     node = dict(node)
     data = node.pop("data", None)
     if data is None:
         return node
-    if str(node.get("contentType", "")).split(";")[0].strip().startswith("text/"):
-        try:
-            text = base64.b64decode(data, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            w.count("X", f"{path}.data")
-            return node
-        scrubbed, _ = scrub_text(text, w.known, w.offset)
-        node["data"] = base64.b64encode(scrubbed.encode("utf-8")).decode("ascii")
-        w.count("S", f"{path}.data")
-    else:
+    if not is_text(node.get("contentType")):
         w.count("X", f"{path}.data")
+        return node
+    text = decode_attachment(node.get("contentType"), data, dotted_label(f"{path}.data"))
+    scrubbed, _ = scrub_text(text, w.known, w.offset)
+    node["data"] = base64.b64encode(scrubbed.encode("utf-8")).decode("ascii")
+    node["contentType"] = TEXT_PLAIN
+    w.count("S", f"{path}.data")
     return node
 
 

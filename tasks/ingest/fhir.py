@@ -2,158 +2,169 @@
 (patients, encounters, labs, conditions, notes, deletions).
 
 Order matters: parse and check first (tasks/ingest/fhir_parse.py; rejected lines never reach de-identification), then
-de-identify every surviving resource with the extract's own patients and staff as the scrubber's known identifiers,
-then flatten. Lab values are converted to the catalogue's canonical unit before anything downstream sees them.
+de-identify every surviving resource with the extract's own people as the scrubber's known identifiers, then flatten
+through the allow-list (tasks/ingest/fhir_flatten.py). Lab values are converted to the catalogue's canonical unit
+before anything downstream sees them.
+
+Patients of earlier exports: an incremental export does not repeat unchanged Patients, so the workspace remembers,
+per site, a keyed hash of each published FHIR Patient id -> its pseudonym (IngestState.patient_links, in .mmfm/,
+never in the versioned data; no MRN is stored). A reference to such a patient yields the pseudonym and date offset of
+its first ingest.
 """
 
 from __future__ import annotations
 
-import base64
-from datetime import date, datetime
+from pathlib import Path
 
-from data_contracts import lab_by_loinc
 from tasks.deid import DeidError, Pseudonymizer, deidentify_resource, known_identifiers, patient_index
+from tasks.deid.fhir import human_names
+from tasks.deid.text import KnownIdentifiers
 from tasks.ingest.accounting import BatchResult
+from tasks.ingest.fhir_flatten import FLATTEN, TABLE_OF
 from tasks.ingest.fhir_parse import CURATED_TYPES, Item, ParsedExport, parse_export
 from tasks.ingest.landing import Extract
 from tasks.ingest.quarantine import Rejection
+from tasks.ingest.state import IngestState
 
-TABLE_OF = {"Patient": "patients", "Encounter": "encounters", "Observation": "labs", "Condition": "conditions",
-            "DiagnosticReport": "notes", "DocumentReference": "notes"}
-
-
-def _ref_id(ref: dict | None) -> str | None:
-    value = (ref or {}).get("reference", "")
-    return value.split("/", 1)[1] if "/" in value else None
+NO_MRN = ("deid.fhir_no_mrn", "the Patient has no identifier typed MR (HL7 v2-0203) and none in the MRN system "
+          "configured (`--mrn-system` / params.yaml ingest.fhir.mrn_system): its resources cannot be linked")
+# What a hostile resource can still raise in de-identification or flattening; the type is reported, never the text
+UNEXPECTED = (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError, OverflowError)
 
 
-def _first_coding(concept: dict | None, system: str | None = None) -> dict:
-    codings = (concept or {}).get("coding") or []
-    return next((c for c in codings if system is None or c.get("system") == system), codings[0] if codings else {})
+class EarlierPatients:
+    """FHIR Patient ids published from this site by earlier ingests -> pseudonym, looked up by keyed hash."""
+
+    def __init__(self, keys: Pseudonymizer, site: str, links: dict[str, str] | None = None) -> None:
+        self.keys, self.site, self.links = keys, site, links or {}
+
+    def key(self, fhir_id: str) -> str:
+        return self.keys.digest("fhir-patient-link", self.site.strip(), fhir_id).hex()
+
+    def get(self, fhir_id: str) -> str | None:
+        return self.links.get(self.key(fhir_id)) if self.links else None
+
+    def __contains__(self, fhir_id: object) -> bool:
+        return isinstance(fhir_id, str) and self.get(fhir_id) is not None
 
 
-def _text(attachments: list[dict]) -> str:
-    parts = [base64.b64decode(a["data"]).decode("utf-8", "replace") for a in attachments
-             if a.get("data") and str(a.get("contentType", "")).startswith("text/plain")]
-    return "\n\n".join(parts)
+def workspace_state(landing: Path) -> Path | None:
+    """The state folder (.mmfm/) of the workspace whose data/landing `landing` is, if it exists."""
+    landing = Path(landing)
+    state = landing.parent.parent / ".mmfm"
+    return state if landing.name == "landing" and landing.parent.name == "data" and state.is_dir() else None
 
 
-def _patient_row(res: dict) -> dict:
-    death = res.get("deceasedDateTime")
-    return {"patient_id": res["id"], "sex": res.get("gender"), "birth_date": res.get("birthDate"),
-            "deceased": bool(death or res.get("deceasedBoolean")), "death_date": death}
+def _people(parsed: ParsedExport) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(staff, organisations, everyone else) the extract names, for the scrubber; built once per extract.
 
-
-def _encounter_row(res: dict) -> dict:
-    period = res.get("period") or {}
-    return {"encounter_id": res["id"], "class": (res.get("class") or {}).get("code"),
-            "type_code": _first_coding((res.get("type") or [{}])[0]).get("code"),
-            "start": period.get("start"), "end": period.get("end")}
-
-
-def _lab_row(res: dict) -> dict:
-    labs = lab_by_loinc()
-    loinc = _first_coding(res.get("code"), "http://loinc.org").get("code")
-    lab, qty = labs[loinc], res["valueQuantity"]  # checked in fhir_extract: code, unit and range are valid
-    source_unit = qty.get("code", qty.get("unit"))
-    return {"observation_id": res["id"], "encounter_id": _ref_id(res.get("encounter")), "loinc": loinc,
-            "lab": lab.key, "category": _first_coding((res.get("category") or [{}])[0]).get("code"),
-            "value": float(lab.to_canonical(float(qty["value"]), source_unit)), "unit": lab.canonical,
-            "source_unit": source_unit, "time": res.get("effectiveDateTime")}
-
-
-def _condition_row(res: dict) -> dict:
-    coding = _first_coding(res.get("code"))
-    return {"condition_id": res["id"], "encounter_id": _ref_id(res.get("encounter")), "system": coding.get("system"),
-            "code": coding.get("code"), "display": coding.get("display"),
-            "category": _first_coding((res.get("category") or [{}])[0]).get("code"),
-            "recorded": res.get("recordedDate")}
-
-
-def _report_row(res: dict) -> dict:
-    return {"note_id": res["id"], "encounter_id": _ref_id(res.get("encounter")), "kind": "radiology_report",
-            "loinc": _first_coding(res.get("code"), "http://loinc.org").get("code"),
-            "time": res.get("effectiveDateTime"), "text": _text(res.get("presentedForm") or [])}
-
-
-def _document_row(res: dict) -> dict:
-    encounters = (res.get("context") or {}).get("encounter") or [{}]
-    return {"note_id": res["id"], "encounter_id": _ref_id(encounters[0]), "kind": "clinical_note",
-            "loinc": _first_coding(res.get("type"), "http://loinc.org").get("code"), "time": res.get("date"),
-            "text": _text([c.get("attachment") or {} for c in res.get("content") or []])}
-
-
-FLATTEN = {"Patient": _patient_row, "Encounter": _encounter_row, "Observation": _lab_row,
-           "Condition": _condition_row, "DiagnosticReport": _report_row, "DocumentReference": _document_row}
-
-
-def _extract_date(parsed: ParsedExport) -> date | None:
-    """The export's transactionTime: ages for the over-89 rule are computed at it, so reruns agree."""
-    when = parsed.transaction_time
-    return datetime.fromisoformat(when.replace("Z", "+00:00")).date() if when else None
-
-
-def _staff_and_organisations(parsed: ParsedExport) -> tuple[list[str], list[str]]:
-    """Display names of clinicians and organisations anywhere in the extract: notes quote them in free text."""
-    staff, orgs = set(), set()
+    Staff: display names of clinicians anywhere, and Practitioner resources' names. Everyone else: every Patient's
+    names and their contacts' (relatives), RelatedPerson and Person resources' names. Each is one sorted tuple that
+    every patient's KnownIdentifiers shares (it can hold thousands of names; the scrubber folds a shared one once)."""
+    staff, orgs = set(parsed.staff_names), set()
     for items in parsed.items.values():
         for it in items:
             res = it.resource
-            people = [p.get("individual") for p in res.get("participant") or []]
+            people = [p.get("individual") for p in res.get("participant") or [] if isinstance(p, dict)]
             for key in ("author", "resultsInterpreter", "performer"):
-                people += res.get(key) or []
-            staff.update(p["display"] for p in people if isinstance(p, dict) and p.get("display"))
+                people += res.get(key) if isinstance(res.get(key), list) else []
+            staff.update(p["display"] for p in people if isinstance(p, dict) and isinstance(p.get("display"), str))
             for key in ("serviceProvider", "managingOrganization", "custodian"):
-                if isinstance(res.get(key), dict) and res[key].get("display"):
+                if isinstance(res.get(key), dict) and isinstance(res[key].get("display"), str):
                     orgs.add(res[key]["display"])
-    return sorted(staff), sorted(orgs)
+    others = set(parsed.related_names)
+    for it in parsed.items.get("Patient", []):
+        contacts = [c.get("name") for c in it.resource.get("contact") or [] if isinstance(c, dict)]
+        others.update(human_names([*(it.resource.get("name") or []), *contacts]))
+    return tuple(_clean(staff)), tuple(_clean(orgs)), tuple(_clean(others))
+
+
+def _clean(names: set[str]) -> list[str]:
+    return sorted({n.strip() for n in names if n.strip()})
 
 
 def _subject(it: Item) -> str | None:
     res = it.resource
-    return res["id"] if res["resourceType"] == "Patient" else _ref_id(res.get("subject"))
+    if res["resourceType"] == "Patient":
+        return res["id"]
+    ref = (res.get("subject") or {}).get("reference", "")
+    return ref.split("/", 1)[1] if isinstance(ref, str) and "/" in ref else None
 
 
-NO_MRN = ("deid.fhir_no_mrn", "the Patient has no identifier typed MR (HL7 v2-0203) and none in the MRN system "
-          "configured (`--mrn-system` / params.yaml ingest.fhir.mrn_system): its resources cannot be linked")
+def _rejection(it: Item, rule: str, message: str) -> Rejection:
+    return Rejection(source_uri=it.uri, sha256=it.sha256, location=it.location, source="fhir", stage="deidentify",
+                     rule=rule, message=message)
 
 
 def ingest_fhir(extract: Extract, landing, keys: Pseudonymizer, site: str, validate_structure: bool = True,
-                mrn_system: str | None = None) -> BatchResult:
+                mrn_system: str | None = None, state_dir: Path | None = None) -> BatchResult:
     """Parse, check, de-identify and flatten one landed FHIR extract of `site`. The MRN is the identifier typed MR,
-    or the one in `mrn_system` (sites often mark it by system only)."""
-    parsed = parse_export(extract, landing, validate_structure=validate_structure)
+    or the one in `mrn_system` (sites often mark it by system only).
+
+    `state_dir` is the workspace's .mmfm/ (default: the one beside `landing` when it is a workspace's data/landing):
+    patients published from the site earlier resolve through it, and this extract's patients are staged there for
+    the publish that commits the extract (IngestState.mark_processed)."""
+    state_dir = state_dir or workspace_state(landing)
+    state = IngestState(state_dir) if state_dir is not None else None
+    earlier = EarlierPatients(keys, site, state.patient_links(site) if state is not None else None)
+    parsed = parse_export(extract, landing, validate_structure=validate_structure, earlier=earlier)
     result = BatchResult(source="fhir", received=sum(parsed.received.values()))
     result.rejections.extend(parsed.rejections)
     result.facts = {"manifest": parsed.manifest, "operation_outcomes": dict(parsed.errors),
-                    "manifest_mismatches": [name for name, m in parsed.manifest.items()
+                    "manifest_mismatches": [uri for uri, m in parsed.manifest.items()
                                             if m["declared"] != m["received"]]}
-    reference = _extract_date(parsed)
+    reference = parsed.transaction_date  # ages for the over-89 rule are computed at it, so reruns agree
     patients = [it.resource for it in parsed.items.get("Patient", [])]
     index = patient_index(patients, site, mrn_system)
-    staff, orgs = _staff_and_organisations(parsed)
-    known = {p["id"]: known_identifiers(p, staff, orgs, reference) for p in patients}
+    staff, orgs, others = _people(parsed)
+    known = {p["id"]: known_identifiers(p, staff, orgs, reference, other_names=others) for p in patients}
+    # A patient of an earlier export has no Patient resource here, so the scrubber gets only the extract-wide names
+    # for their notes: their own name, phone and MRN are not known this time (accepted: the patterns still apply).
+    extract_wide = KnownIdentifiers(staff_names=staff, organizations=orgs, other_names=others)
+    linked: dict[str, str] = {}  # keyed FHIR id -> pseudonym of the patients this extract ingests
     for rtype in CURATED_TYPES:
         for it in parsed.items.get(rtype, []):
             if rtype == "Patient" and it.resource.get("id") not in index:
-                result.rejections.append(Rejection(source_uri=it.uri, sha256=it.sha256, location=it.location,
-                                                   source="fhir", stage="deidentify", rule=NO_MRN[0],
-                                                   message=NO_MRN[1]))
+                result.rejections.append(_rejection(it, *NO_MRN))
                 continue
-            try:
-                out = deidentify_resource(it.resource, keys, site=site, patients=index, known=known.get(_subject(it)),
-                                          age_reference=reference)
-            except DeidError as exc:
-                result.rejections.append(Rejection(
-                    source_uri=it.uri, sha256=it.sha256, location=it.location, source="fhir",
-                    stage="deidentify", rule=f"deid.{exc.rule}", message=str(exc)))
-                continue
-            result.deid.add_fhir(out)
-            row = FLATTEN[rtype](out.resource)
-            result.add_rows(TABLE_OF[rtype], [{**row, "patient_id": out.patient_pseudonym, "site": site,
-                                               "source_sha256": it.sha256}])
-            result.ingested += 1
-    result.add_rows("deletions", [{"resource_type": t, "site": site,
-                                   "resource_id": keys.patient(*index[rid]) if t == "Patient" and rid in index
-                                   else keys.resource_id(site, t, rid)} for t, rid in sorted(parsed.deleted)])
+            pseudonym = _ingest_one(result, it, keys, site, index, known.get(_subject(it), extract_wide), reference,
+                                    earlier)
+            if rtype == "Patient" and pseudonym is not None:
+                linked[earlier.key(it.resource["id"])] = pseudonym
+    if state is not None:
+        state.stage_patient_links("fhir", site, extract.extract_id, linked)
+    result.add_rows("deletions", [{"resource_type": t, "site": site, "resource_id": _deleted_id(keys, site, t, rid,
+                                                                                              index, earlier)}
+                                  for t, rid in sorted(parsed.deleted)])
     return result
+
+
+def _ingest_one(result: BatchResult, it: Item, keys: Pseudonymizer, site: str, index: dict, known, reference,
+                earlier: EarlierPatients) -> str | None:
+    """De-identify and flatten one resource, or quarantine it under the rule it broke (never quoting it); the
+    patient pseudonym of what was staged, None when it was quarantined."""
+    rtype = it.resource["resourceType"]
+    try:
+        out = deidentify_resource(it.resource, keys, site=site, patients=index, known=known, age_reference=reference,
+                                  earlier=earlier.get)
+        row = FLATTEN[rtype](out.resource)
+    except DeidError as exc:
+        result.rejections.append(_rejection(it, f"deid.{exc.rule}", str(exc)))
+        return None
+    except UNEXPECTED as exc:
+        result.rejections.append(_rejection(it, "fhir.unprocessable", f"{rtype} could not be de-identified or "
+                                            f"flattened ({type(exc).__name__}): quarantined for review"))
+        return None
+    result.deid.add_fhir(out)
+    result.add_rows(TABLE_OF[rtype], [{**row, "patient_id": out.patient_pseudonym, "site": site,
+                                       "source_sha256": it.sha256}])
+    result.ingested += 1
+    return out.patient_pseudonym
+
+
+def _deleted_id(keys: Pseudonymizer, site: str, rtype: str, rid: str, index: dict, earlier: EarlierPatients) -> str:
+    if rtype == "Patient" and rid in index:
+        return keys.patient(*index[rid])
+    if rtype == "Patient" and rid in earlier:
+        return earlier.get(rid) or ""
+    return keys.resource_id(site, rtype, rid)

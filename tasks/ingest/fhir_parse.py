@@ -9,30 +9,48 @@ Rules (ids as they appear in quarantine records):
                        landing and accounted for, not staged, until a table is curated for it
     fhir.structure     fails structural R4 validation (fhir.resources) for the types we curate
     fhir.duplicate     a resource with the same type and id was already read in this extract
-    ref.patient        the subject refers to a patient that is not in the extract
+    ref.patient        the subject refers to a patient that is neither in the extract nor published earlier
     labs.code          an Observation whose LOINC code is not in data_contracts/labs.yaml
     labs.unit          a unit that is not valid for that LOINC code
     labs.plausible     a value outside the physiologically possible range (after conversion to the canonical unit)
     fhir.deleted       listed in the manifest's `deleted` files: the resource is withdrawn, not ingested
-Messages name rules, types and positions, never values.
+    fhir.manifest, fhir.deleted_list, fhir.outcome_list   unusable parts of the export's metadata (fhir_manifest.py)
+Messages name rules, FHIR type names, element paths (as far as the FHIR model defines them) and positions, never
+values: not a resourceType that is not a FHIR type, not a JSON key, not a file's name.
+
+A reference to a patient of an earlier export of the same site (`earlier`: an incremental export does not repeat
+unchanged Patients) is as good as one to a patient of this extract.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections import Counter
+from collections.abc import Container
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 from fhir.resources.R4B import get_fhir_model_class
 
 from data_contracts import lab_by_loinc
+from tasks.deid.fhir import human_names
+from tasks.deid.fhir_elements import element_path, type_label
+from tasks.ingest.fhir_manifest import (
+    Manifest,
+    Problem,
+    listed_type,
+    load_json,
+    read_deleted,
+    read_lines,
+    read_manifest,
+    read_outcomes,
+)
 from tasks.ingest.landing import Extract, object_path, object_uri
 from tasks.ingest.quarantine import Rejection
 
 CURATED_TYPES = ("Patient", "Encounter", "Observation", "Condition", "DiagnosticReport", "DocumentReference")
-TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{1,63}")  # a FHIR resource type name, safe to quote
+STAFF_TYPES = ("Practitioner",)  # not staged, but their names are staff a note may name
+RELATED_TYPES = ("RelatedPerson", "Person")  # not staged, but their names are people a note may name
 
 
 @dataclass
@@ -56,10 +74,12 @@ class ParsedExport:
     items: dict[str, list[Item]] = field(default_factory=dict)  # by resourceType, in file order
     rejections: list[Rejection] = field(default_factory=list)
     received: Counter = field(default_factory=Counter)  # lines per resource type (what the export delivered)
-    manifest: dict = field(default_factory=dict)  # type -> {"declared": n, "received": n}
+    manifest: dict = field(default_factory=dict)  # landing object URI -> {"type", "declared", "received"}
     deleted: set[tuple[str, str]] = field(default_factory=set)
     errors: Counter = field(default_factory=Counter)  # OperationOutcome issues by (severity, code)
-    transaction_time: str | None = None  # the manifest's: when the export was taken
+    transaction_date: date | None = None  # the manifest's transactionTime: when the export was taken
+    staff_names: set[str] = field(default_factory=set)  # of Practitioner resources (not staged)
+    related_names: set[str] = field(default_factory=set)  # of RelatedPerson / Person resources (not staged)
 
 
 def _reject(out: ParsedExport, uri: str, sha: str, where: str, rule: str, message: str) -> None:
@@ -73,24 +93,11 @@ def _structure_models() -> dict:
     return {t: get_fhir_model_class(t).model_validate for t in CURATED_TYPES}
 
 
-def _lines(path: Path):
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for n, line in enumerate(fh, start=1):
-            if line.strip():
-                yield n, line
-
-
-def _type_name(rtype: object) -> str:
-    """A resourceType fit to quote in a message: a FHIR type name, else a placeholder (the value is input)."""
-    return rtype if isinstance(rtype, str) and TYPE_NAME.fullmatch(rtype) else "(not a type name)"
-
-
 def _parse_file(out: ParsedExport, path: Path, uri: str, sha: str, expected: str | None, validate) -> None:
-    for n, line in _lines(path):
+    for n, line in read_lines(path):
         where = f"line {n}"
-        try:
-            res = json.loads(line)
-        except json.JSONDecodeError:
+        res = load_json(line)
+        if res is None:
             out.received[expected or "unknown"] += 1
             _reject(out, uri, sha, where, "fhir.json", "line is not valid JSON")
             continue
@@ -102,7 +109,8 @@ def _parse_file(out: ParsedExport, path: Path, uri: str, sha: str, expected: str
         out.received[expected or rtype or "unknown"] += 1
         if rtype is None or (expected and rtype != expected) or not isinstance(res.get("id"), str) or not res["id"]:
             _reject(out, uri, sha, where, "fhir.type",
-                    f"resourceType {_type_name(rtype)} in a {expected or 'resource'} file, or no id")
+                    f"resourceType {type_label(rtype)} in a {type_label(expected) if expected else 'resource'} "
+                    "file, or no id")
             continue
         _accept(out, res, uri, sha, where, validate)
 
@@ -123,7 +131,7 @@ def _parse_bundle(out: ParsedExport, bundle: dict, uri: str, sha: str, where: st
         if not isinstance(inner, dict):
             _reject(out, uri, sha, at, "fhir.bundle_entry", "Bundle entry is not an object holding a resource")
         elif not isinstance(rtype, str) or not rtype or not isinstance(inner.get("id"), str) or not inner["id"]:
-            _reject(out, uri, sha, at, "fhir.type", f"Bundle entry resource of type {_type_name(rtype)} has no "
+            _reject(out, uri, sha, at, "fhir.type", f"Bundle entry resource of type {type_label(rtype)} has no "
                     "resourceType or no id")
         else:
             _accept(out, inner, uri, sha, at, validate)
@@ -132,14 +140,15 @@ def _parse_bundle(out: ParsedExport, bundle: dict, uri: str, sha: str, where: st
 def _accept(out: ParsedExport, res: dict, uri: str, sha: str, where: str, validate) -> None:
     rtype = res["resourceType"]
     if rtype not in CURATED_TYPES:
+        _collect_names(out, res, rtype)
         _reject(out, uri, sha, where, "fhir.unsupported_type",
-                f"{_type_name(rtype)} is not a curated type ({', '.join(CURATED_TYPES)}): kept in landing, not staged")
+                f"{type_label(rtype)} is not a curated type ({', '.join(CURATED_TYPES)}): kept in landing, not staged")
         return
     if validate is not None and rtype in validate:
         try:
             validate[rtype](res)
-        except Exception as exc:  # noqa: BLE001 - pydantic errors quote values: report only the failing fields
-            fields = sorted({".".join(str(p) for p in e.get("loc", ())) for e in getattr(exc, "errors", list)()})
+        except Exception as exc:  # noqa: BLE001 - pydantic errors quote values and keys: report element paths only
+            fields = sorted({element_path(rtype, e.get("loc", ())) for e in getattr(exc, "errors", list)()})
             _reject(out, uri, sha, where, "fhir.structure", f"{rtype} fails R4 structure at {', '.join(fields)}")
             return
     line = int(where.split()[1])
@@ -147,66 +156,68 @@ def _accept(out: ParsedExport, res: dict, uri: str, sha: str, where: str, valida
                                                 where="" if where == f"line {line}" else where))
 
 
-def parse_export(extract: Extract, landing: Path, validate_structure: bool = True) -> ParsedExport:
-    """Parse every NDJSON/JSON file of a landed FHIR extract; reconcile line counts with the manifest."""
+def _collect_names(out: ParsedExport, res: dict, rtype: str) -> None:
+    """Names of people a note may mention who have no staged table: clinicians and related persons."""
+    names = res.get("name")
+    names = names if isinstance(names, list) else [names]
+    if rtype in STAFF_TYPES:
+        out.staff_names.update(human_names(names))
+    elif rtype in RELATED_TYPES:
+        out.related_names.update(human_names(names))
+
+
+def parse_export(extract: Extract, landing: Path, validate_structure: bool = True,
+                 earlier: Container[str] = ()) -> ParsedExport:
+    """Parse every NDJSON/JSON file of a landed FHIR extract; reconcile line counts with the manifest. `earlier`
+    holds the FHIR ids of patients published from the same site before (see IngestState.patient_links)."""
     out = ParsedExport()
     by_name = {Path(f.rel_path).name: f for f in extract.files}
     manifest_file = next((f for f in extract.files if Path(f.rel_path).name == "manifest.json"), None)
-    listed: dict[str, str] = {}
-    if manifest_file is not None:
-        manifest = json.loads(object_path(landing, manifest_file.sha256).read_text())
-        out.transaction_time = manifest.get("transactionTime")
-        listed = {Path(o["url"]).name: o["type"] for o in manifest.get("output", [])}
-        declared = {Path(o["url"]).name: int(o.get("count", -1)) for o in manifest.get("output", [])}
-        for d in manifest.get("deleted", []):
-            _read_deleted(out, landing, by_name.get(Path(d["url"]).name))
-        for e in manifest.get("error", []):
-            _read_outcomes(out, landing, by_name.get(Path(e["url"]).name))
+    manifest = _read_manifest(out, landing, manifest_file, by_name)
     validate = _structure_models() if validate_structure else None
-    skip = {"manifest.json"} | {Path(d).name for d in _aux_files(landing, manifest_file)}
+    skip = {"manifest.json", *manifest.deleted, *manifest.errors}
     for f in extract.files:
         name = Path(f.rel_path).name
         if name in skip or not name.endswith((".ndjson", ".json")):
             continue
-        expected = listed.get(name) or (name.split(".")[0] if name.endswith(".ndjson") else None)
+        expected = manifest.listed.get(name) or (name.split(".")[0] if name.endswith(".ndjson") else None)
         before = sum(out.received.values())
-        _parse_file(out, object_path(landing, f.sha256), object_uri(landing, f.sha256), f.sha256, expected, validate)
-        if name in listed:
-            out.manifest[name] = {"type": listed[name], "declared": declared[name],
-                                  "received": sum(out.received.values()) - before}
+        uri = object_uri(landing, f.sha256)
+        _parse_file(out, object_path(landing, f.sha256), uri, f.sha256, expected, validate)
+        if name in manifest.listed:  # named by its landing object: a file's name stays inside landing
+            out.manifest[uri] = {"type": listed_type(manifest, name), "declared": manifest.declared[name],
+                                 "received": sum(out.received.values()) - before}
     for rtype, items in out.items.items():
         out.items[rtype] = _drop_duplicates_and_deleted(out, rtype, items)
-    _check_references(out)
+    _check_references(out, earlier)
     _check_labs(out)
     return out
 
 
-def _aux_files(landing: Path, manifest_file) -> list[str]:
+def _read_manifest(out: ParsedExport, landing: Path, manifest_file, by_name: dict) -> Manifest:
+    """The manifest and its deleted / error files; each unusable part is received and quarantined."""
     if manifest_file is None:
-        return []
-    manifest = json.loads(object_path(landing, manifest_file.sha256).read_text())
-    return [o["url"] for o in manifest.get("deleted", []) + manifest.get("error", [])]
+        return Manifest()
+    manifest = read_manifest(object_path(landing, manifest_file.sha256))
+    out.transaction_date = manifest.transaction_date
+    _problems(out, landing, manifest_file, manifest.problems)
+    for name in manifest.deleted:
+        if name in by_name:
+            deleted, problems = read_deleted(object_path(landing, by_name[name].sha256))
+            out.deleted |= deleted
+            _problems(out, landing, by_name[name], problems)
+    for name in manifest.errors:
+        if name in by_name:
+            errors, problems = read_outcomes(object_path(landing, by_name[name].sha256))
+            out.errors.update(errors)
+            _problems(out, landing, by_name[name], problems)
+    return manifest
 
 
-def _read_deleted(out: ParsedExport, landing: Path, f) -> None:
-    """Bulk export `deleted`: Bundles whose entries say DELETE <type>/<id>."""
-    if f is None:
-        return
-    for _, line in _lines(object_path(landing, f.sha256)):
-        for entry in json.loads(line).get("entry", []):
-            url = entry.get("request", {}).get("url", "")
-            if "/" in url:
-                rtype, rid = url.split("/")[-2:]
-                out.deleted.add((rtype, rid))
-
-
-def _read_outcomes(out: ParsedExport, landing: Path, f) -> None:
-    """OperationOutcome files of the export: counted by severity and code (their diagnostics may hold PHI)."""
-    if f is None:
-        return
-    for _, line in _lines(object_path(landing, f.sha256)):
-        for issue in json.loads(line).get("issue", []):
-            out.errors[f"{issue.get('severity', '?')}:{issue.get('code', '?')}"] += 1
+def _problems(out: ParsedExport, landing: Path, f, problems: list[Problem]) -> None:
+    for p in problems:
+        out.received["export metadata"] += 1
+        _reject(out, object_uri(landing, f.sha256), f.sha256, p.where, p.rule, p.message)
 
 
 def _drop_duplicates_and_deleted(out: ParsedExport, rtype: str, items: list[Item]) -> list[Item]:
@@ -230,18 +241,19 @@ def _subject_id(res: dict) -> str | None:
     return ref.split("/", 1)[1] if isinstance(ref, str) and ref.startswith("Patient/") else None
 
 
-def _check_references(out: ParsedExport) -> None:
+def _check_references(out: ParsedExport, earlier: Container[str]) -> None:
     patients = {it.resource["id"] for it in out.items.get("Patient", [])}
     for rtype, items in out.items.items():
         if rtype == "Patient":
             continue
         kept = []
         for it in items:
-            if _subject_id(it.resource) in patients:
+            subject = _subject_id(it.resource)
+            if subject is not None and (subject in patients or subject in earlier):
                 kept.append(it)
             else:
                 _reject(out, it.uri, it.sha256, it.location, "ref.patient",
-                        f"{rtype}.subject does not refer to a Patient of this extract")
+                        f"{rtype}.subject does not refer to a Patient of this extract or of an earlier one")
         out.items[rtype] = kept
 
 
@@ -249,16 +261,19 @@ def _check_labs(out: ParsedExport) -> None:
     labs, kept = lab_by_loinc(), []
     for it in out.items.get("Observation", []):
         obs, where = it.resource, it.location
-        codes = [c.get("code") for c in obs.get("code", {}).get("coding", []) if c.get("system") == "http://loinc.org"]
-        lab = next((labs[c] for c in codes if c in labs), None)
-        qty = obs.get("valueQuantity") or {}
+        code = obs.get("code") if isinstance(obs.get("code"), dict) else {}
+        codings = code.get("coding") if isinstance(code.get("coding"), list) else []
+        codes = [c.get("code") for c in codings if isinstance(c, dict) and c.get("system") == "http://loinc.org"]
+        lab = next((labs[c] for c in codes if isinstance(c, str) and c in labs), None)
+        qty = obs.get("valueQuantity") if isinstance(obs.get("valueQuantity"), dict) else {}
+        unit, value = qty.get("code", qty.get("unit")), qty.get("value")
         if lab is None:
             _reject(out, it.uri, it.sha256, where, "labs.code", "Observation code is not a catalogued LOINC code")
-        elif qty.get("code", qty.get("unit")) not in lab.units or not isinstance(qty.get("value"), int | float):
+        elif not isinstance(unit, str) or unit not in lab.units or isinstance(value, bool) \
+                or not isinstance(value, int | float):
             _reject(out, it.uri, it.sha256, where, "labs.unit",
                     f"unit not valid for LOINC {lab.loinc} (allowed: {', '.join(lab.units)})")
-        elif not lab.plausible[0] <= lab.to_canonical(qty["value"], qty.get("code", qty.get("unit"))) \
-                <= lab.plausible[1]:
+        elif not lab.plausible[0] <= lab.to_canonical(value, unit) <= lab.plausible[1]:
             _reject(out, it.uri, it.sha256, where, "labs.plausible",
                     f"value outside the possible range {lab.plausible[0]:g}-{lab.plausible[1]:g} {lab.canonical} "
                     f"for LOINC {lab.loinc}")

@@ -149,7 +149,8 @@ def land(source: Path, landing: Path, kind: str, site: str) -> Extract:
     """Land a file or folder as one extract of `kind` (dicom | fhir | omics | pacs) from `site`."""
     source = Path(source)
     if not source.exists():
-        raise FileNotFoundError(f"no such extract: {source}")
+        # not quoted: an extract's path can name a patient, and this message reaches logs and the terminal
+        raise FileNotFoundError(f"no such extract: the {kind} source path given for site {site} does not exist")
     entries, refused = [], []
     found, odd = _iter_files(source)
     for rel, path in found:

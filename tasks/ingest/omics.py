@@ -11,8 +11,10 @@ An input item is one sample (a row of a samples x features matrix). Rules (ids a
     ref.patient         the sheet's MRN is not a patient of the same site's EHR extract (when the flow knows them)
 A sample breaking several rules is rejected once, under the first rule in that order, so that every sample is one
 item and `received == ingested + quarantined`. A rejection names the file where the fault is: the sheet for a
-fault of the sample's sheet row (conflicting rows, no MRN, unknown patient), the matrix otherwise. Messages name
-rules, sample ids (the lab's own, not PHI) and feature names, never values or MRNs.
+fault of the sample's sheet row (conflicting rows, no MRN, unknown patient), the matrix otherwise, and the place in
+that file by position only: `row N` (N-th data row, the header not counted) or `column N` (1-based, in a transposed
+matrix). Sample ids are never quoted (a lab may use the MRN as its sample id), nor feature names, nor values.
+What of the sheet and the matrix may reach the table at all is an allow-list: see omics_allow.py.
 
 Orientation of a matrix (decided per file, from its header, in this order):
     long        exactly three columns, one named like a sample id (sample_id, sample, ...) and one named like a
@@ -44,6 +46,7 @@ import polars as pl
 from tasks.deid.pseudonym import Pseudonymizer
 from tasks.ingest.accounting import BatchResult
 from tasks.ingest.landing import Extract, LandedFile, object_path, object_uri
+from tasks.ingest.omics_allow import identifying_column, sheet_value
 from tasks.ingest.quarantine import Rejection
 
 SOURCE = "omics"
@@ -81,6 +84,7 @@ class Matrix:
     sample_ids: list[str]
     features: list[str]
     cells: pl.DataFrame  # Utf8 columns named by feature, one row per sample
+    positions: list[str] = field(default_factory=list)  # where each sample is in the file: "row 3", "column 2"
     prejudged: dict[str, tuple[str, str]] = field(default_factory=dict)  # sample id -> (rule, message)
 
 
@@ -116,8 +120,8 @@ def sniff_separator(header: str, default: str) -> str:
 def read_table(path: Path, rel_path: str) -> pl.DataFrame:
     """A CSV/TSV/text or parquet file as a frame of text columns with stripped, unique names."""
     suffix = _suffix(rel_path)
-    if suffix not in MATRIX_SUFFIXES:
-        raise OmicsFormatError(f"not a CSV, TSV or parquet file (suffix {suffix or 'none'})")
+    if suffix not in MATRIX_SUFFIXES:  # the suffix is part of the file's name: not quoted
+        raise OmicsFormatError(f"not a CSV, TSV or parquet file (suffixes read: {', '.join(MATRIX_SUFFIXES)})")
     try:
         if suffix == ".parquet":
             frame = pl.read_parquet(path)
@@ -164,13 +168,15 @@ def to_matrix(frame: pl.DataFrame, sheet_ids: set[str]) -> Matrix:
         frame = frame.drop(frame.columns[0]).transpose(include_header=True, header_name="\x00id",
                                                        column_names=features)
         id_col = "\x00id"
+        positions = [f"column {i + 2}" for i in range(frame.height)]  # column 1 holds the feature names
     else:
         id_col = next((c for c in frame.columns if _norm(c) in SAMPLE_NAMES), frame.columns[0])
+        positions = [f"row {i + 1}" for i in range(frame.height)]
     ids = [("" if v is None else v.strip()) for v in frame.get_column(id_col).to_list()]
     cells = frame.drop(id_col)
     if not cells.width:
         raise OmicsFormatError("no feature columns")
-    return Matrix(orientation=kind, sample_ids=ids, features=cells.columns, cells=cells)
+    return Matrix(orientation=kind, sample_ids=ids, features=cells.columns, cells=cells, positions=positions)
 
 
 def _from_long(frame: pl.DataFrame) -> Matrix:
@@ -182,6 +188,7 @@ def _from_long(frame: pl.DataFrame) -> Matrix:
     s, f = "\x00sample", "\x00feature"  # names no gene can have, so a pivoted feature never collides with them
     frame = frame.select(pl.col(sample).str.strip_chars().fill_null("").alias(s),
                          pl.col(feature).str.strip_chars().fill_null("").alias(f), pl.col(value))
+    first_row = dict(frame.with_row_index("\x00row").group_by(s).agg(pl.col("\x00row").min()).iter_rows())
     prejudged = {sid: ("omics.value", "a long-format row of this sample names no feature")
                  for sid in frame.filter(pl.col(f) == "").get_column(s).unique(maintain_order=True)}
     frame = frame.filter(pl.col(f) != "")
@@ -194,7 +201,8 @@ def _from_long(frame: pl.DataFrame) -> Matrix:
     unnamed_only = [sid for sid in prejudged if sid not in set(wide.get_column(s).to_list())]
     wide = pl.concat([wide, pl.DataFrame({s: unnamed_only}, schema={s: pl.Utf8})], how="diagonal")
     cells, ids = wide.drop(s), wide.get_column(s).to_list()  # samples of only unnamed rows stay items
-    return Matrix(orientation="long", sample_ids=ids, features=cells.columns, cells=cells, prejudged=prejudged)
+    return Matrix(orientation="long", sample_ids=ids, features=cells.columns, cells=cells, prejudged=prejudged,
+                  positions=[f"row {first_row[sid] + 1}" for sid in ids])  # the sample's first row
 
 
 def judge_cells(cells: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -209,8 +217,10 @@ def judge_cells(cells: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return values, bad, missing.astype(bool)
 
 
-def read_sample_sheet(frame: pl.DataFrame) -> dict[str, SheetRow | None]:
-    """sample id -> its row; None when the sheet lists the id twice with different contents (ambiguous)."""
+def read_sample_sheet(frame: pl.DataFrame) -> tuple[dict[str, SheetRow | None], dict[str, int]]:
+    """(sample id -> its row, None when the sheet lists the id twice with different contents (ambiguous); sample
+    id -> the data row, 1-based, where the sheet first lists it). Columns other than sample id, MRN, collection
+    date, specimen and assay are never read; specimen and assay keep only allow-listed spellings (omics_allow)."""
     names = {_norm(c): c for c in frame.columns}
     mrn_col = next((names[n] for n in MRN_NAMES if n in names), None)
     if mrn_col is None or frame.width < 2:
@@ -218,14 +228,17 @@ def read_sample_sheet(frame: pl.DataFrame) -> dict[str, SheetRow | None]:
     id_col = next((c for c in frame.columns if _norm(c) in SAMPLE_NAMES), frame.columns[0])
     optional = {k: names.get(k) for k in ("collection_date", "specimen", "assay")}
     sheet: dict[str, SheetRow | None] = {}
-    for rec in frame.iter_rows(named=True):
+    first: dict[str, int] = {}
+    for n, rec in enumerate(frame.iter_rows(named=True), start=1):
         sid = (rec[id_col] or "").strip()
         if not sid:
             continue
-        row = SheetRow(mrn=(rec[mrn_col] or "").strip(),
-                       **{k: (rec[c] or "").strip() or None if c else None for k, c in optional.items()})
+        raw = {k: (rec[c] or "").strip() or None if c else None for k, c in optional.items()}
+        row = SheetRow(mrn=(rec[mrn_col] or "").strip(), collection_date=raw["collection_date"],
+                       specimen=sheet_value("specimen", raw["specimen"]), assay=sheet_value("assay", raw["assay"]))
         sheet[sid] = row if sheet.get(sid, row) == row else None
-    return sheet
+        first.setdefault(sid, n)
+    return sheet, first
 
 
 @dataclass
@@ -238,6 +251,7 @@ class _Run:
     known_mrns: set[str] | None
     sheet: dict[str, SheetRow | None]
     sheet_file: dict[str, LandedFile] = field(default_factory=dict)  # sample id -> the sheet that lists it
+    sheet_row: dict[str, int] = field(default_factory=dict)  # sample id -> its data row in that sheet
     seen: set[str] = field(default_factory=set)
     features: dict[str, int] = field(default_factory=dict)  # union of panels, in order of first appearance
     accepted: list[tuple[dict, dict]] = field(default_factory=list)  # (meta, {feature: value})
@@ -256,8 +270,8 @@ def _verdict(run: _Run, m: Matrix, i: int, bad: np.ndarray, missing: np.ndarray)
     if sid in m.prejudged:
         return m.prejudged[sid]
     if bad[i].any():
-        first = m.features[int(np.argmax(bad[i]))]
-        return "omics.value", f"{int(bad[i].sum())} of {n} features are not finite numbers (first: {first})"
+        first = int(np.argmax(bad[i])) + 1
+        return "omics.value", f"{int(bad[i].sum())} of {n} features are not finite numbers (first: feature {first})"
     if missing[i].sum() > MAX_MISSING * n:
         return "omics.missing", f"{int(missing[i].sum())} of {n} features missing (at most {MAX_MISSING:.0%})"
     row = run.sheet.get(sid)
@@ -293,45 +307,61 @@ def _accept(run: _Run, m: Matrix, i: int, values: np.ndarray) -> None:
 
 def _ingest_matrix(run: _Run, f: LandedFile, landing: Path) -> None:
     try:
-        m = to_matrix(read_table(object_path(landing, f.sha256), f.rel_path), set(run.sheet))
+        m = _drop_identifying(run, to_matrix(read_table(object_path(landing, f.sha256), f.rel_path), set(run.sheet)))
         clash = sorted(set(m.features) & set(META_COLUMNS))
         if clash:
             raise OmicsFormatError(f"feature names collide with table columns: {', '.join(clash)}")
-    except OmicsFormatError as exc:
+    except (OmicsFormatError, pl.exceptions.PolarsError) as exc:  # polars' own text may quote cells: not kept
         run.result.received += 1
-        run.reject(f, landing, "", "omics.format", str(exc))
+        why = str(exc) if isinstance(exc, OmicsFormatError) else f"cannot be shaped as a matrix ({type(exc).__name__})"
+        run.reject(f, landing, "", "omics.format", why)
         return
     values, bad, missing = judge_cells(m.cells)
     before = run.result.ingested
     for i, sid in enumerate(m.sample_ids):
         run.result.received += 1
         if not sid:
-            run.reject(f, landing, f"row {i + 1}", "omics.sample_sheet", "sample has no id, so no sheet row")
+            run.reject(f, landing, m.positions[i], "omics.sample_sheet", "sample has no id, so no sheet row")
             continue
         verdict = _verdict(run, m, i, bad, missing)
         run.seen.add(sid)
-        if verdict is not None:  # a fault of the sheet's row is reported against the sheet, others the matrix
-            where = run.sheet_file[sid] if verdict[0] in SHEET_RULES and sid in run.sheet else f
-            run.reject(where, landing, f"sample {sid}", *verdict)
-            continue
-        _accept(run, m, i, values)
-        run.result.ingested += 1
+        if verdict is None:
+            _accept(run, m, i, values)
+            run.result.ingested += 1
+        elif verdict[0] in SHEET_RULES and sid in run.sheet:  # a fault of the sheet's row: reported on the sheet
+            run.reject(run.sheet_file[sid], landing, f"row {run.sheet_row[sid]}", *verdict)
+        else:
+            run.reject(f, landing, m.positions[i], *verdict)
     if run.result.ingested > before:  # the table's columns are the panels of accepted samples
         for feature in m.features:
             run.features.setdefault(feature, len(run.features))
 
 
+def _drop_identifying(run: _Run, m: Matrix) -> Matrix:
+    """The matrix without its columns named like patient or sample metadata (counted in the facts, not quoted)."""
+    drop = [c for c in m.features if identifying_column(c)]
+    if not drop:
+        return m
+    run.result.facts["omics_identifying_columns_dropped"] = \
+        run.result.facts.get("omics_identifying_columns_dropped", 0) + len(drop)
+    cells = m.cells.drop(drop)
+    if not cells.width:
+        raise OmicsFormatError("no feature columns besides columns named like patient or sample metadata")
+    return Matrix(orientation=m.orientation, sample_ids=m.sample_ids, features=cells.columns, cells=cells,
+                  positions=m.positions, prejudged=m.prejudged)
+
+
 def _load_sheets(run: _Run, files: list[LandedFile], landing: Path) -> None:
     for f in files:
         try:
-            rows = read_sample_sheet(read_table(object_path(landing, f.sha256), f.rel_path))
+            rows, positions = read_sample_sheet(read_table(object_path(landing, f.sha256), f.rel_path))
         except OmicsFormatError as exc:
             run.result.received += 1
             run.reject(f, landing, "", "omics.format", str(exc))
             continue
         for sid, row in rows.items():  # a sample listed differently by two sheets is as ambiguous as within one
             run.sheet[sid] = row if run.sheet.get(sid, row) == row else None
-            run.sheet_file[sid] = f
+            run.sheet_file[sid], run.sheet_row[sid] = f, positions[sid]
 
 
 def ingest_omics(extract: Extract, landing: Path, keys: Pseudonymizer, site: str, known_mrns: set[str] | None,

@@ -2,7 +2,8 @@
 
 Nothing is dropped silently: every input item ends up either ingested or here, and the run's summary checks
 `received == ingested + quarantined`. Records name inputs by their landing object (content address) and position
-(line, tag, row, sample id), never by values: a message must not quote PHI.
+(line, Bundle entry, tag, row, column, manifest field), never by values: neither a message nor a location may quote
+anything read from the input (a sample id may be an MRN, a JSON key or a resourceType may hold a name).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ SCHEMA = {"source_uri": pl.Utf8, "sha256": pl.Utf8, "location": pl.Utf8, "source
 class Rejection:
     source_uri: str  # landing object of the input, e.g. data/landing/objects/ab/ab12...; never an original file name
     sha256: str  # of the landed object
-    location: str  # "" for a whole file, "line 17", "tag (0028,0010)", "sample SMP-...", "row 5"
+    location: str  # "" for a whole file, "line 17", "line 3 entry 2", "tag (0028,0010)", "row 5", "column 3"
     source: str  # dicom | fhir | omics | pacs
     stage: str  # ingest | deidentify | validate
     rule: str  # a stable rule id, e.g. fhir.json, labs.unit, ref.patient

@@ -1,7 +1,14 @@
 """What ingest remembers between runs: which landed objects were processed, which PACS studies were fetched, which
-extract is being published right now, and the demo's pseudonym key.
+extract is being published right now, the FHIR patients of earlier exports, and the demo's pseudonym key.
 
-A small SQLite file in the workspace's state folder (.mmfm/ingest.db). Study UIDs are stored keyed (HMAC), never raw.
+A small SQLite file in the workspace's state folder (.mmfm/ingest.db), outside the DVC-versioned data. Study UIDs are
+stored keyed (HMAC), never raw.
+
+Patient links: an incremental FHIR export does not repeat unchanged Patients, so its new resources refer to patients
+of an earlier export. What resolving them needs is the pseudonym (the date offset derives from it): stored per site
+as keyed hash of the FHIR Patient id -> pseudonym. Neither the FHIR id nor the MRN is stored. An ingest stages its
+patients' links under its extract id (`stage_patient_links`); `mark_processed`, the commit point, makes them visible
+in the same transaction, so a run killed before publishing leaves no link to a patient that was never published.
 
 Resuming after `kill -9`: publishing an extract claims it first (`claim`: the run id that started it, kept until
 `mark_processed` releases it in the same transaction that records its files). A run killed in between leaves the
@@ -25,6 +32,11 @@ CREATE TABLE IF NOT EXISTS processed (sha256 TEXT NOT NULL, kind TEXT NOT NULL, 
 CREATE TABLE IF NOT EXISTS fetched_studies (study_key TEXT PRIMARY KEY, url_key TEXT NOT NULL, run_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS publishing (kind TEXT NOT NULL, site TEXT NOT NULL, extract_id TEXT NOT NULL,
                                        run_id TEXT NOT NULL, PRIMARY KEY (kind, site, extract_id));
+CREATE TABLE IF NOT EXISTS patient_links (site TEXT NOT NULL, id_key TEXT NOT NULL, pseudonym TEXT NOT NULL,
+                                          PRIMARY KEY (site, id_key));
+CREATE TABLE IF NOT EXISTS staged_patient_links (kind TEXT NOT NULL, site TEXT NOT NULL, extract_id TEXT NOT NULL,
+                                                 id_key TEXT NOT NULL, pseudonym TEXT NOT NULL,
+                                                 PRIMARY KEY (kind, site, extract_id, id_key));
 """
 
 
@@ -51,12 +63,31 @@ class IngestState:
                               (kind, site, extract_id)).fetchone()[0]
 
     def mark_processed(self, shas: list[str], kind: str, site: str, extract_id: str, run_id: str) -> None:
-        """Record the extract's files as processed and release its claim, in one transaction (the commit point)."""
+        """Record the extract's files as processed, publish its staged patient links and release its claim, in one
+        transaction (the commit point)."""
+        extract = (kind, site, extract_id)
         with closing(self._connect()) as db, db:
             db.executemany("INSERT OR IGNORE INTO processed VALUES (?, ?, ?, ?, ?)",
                            [(s, kind, site, extract_id, run_id) for s in shas])
-            db.execute("DELETE FROM publishing WHERE kind = ? AND site = ? AND extract_id = ?",
-                       (kind, site, extract_id))
+            db.execute("INSERT OR REPLACE INTO patient_links SELECT site, id_key, pseudonym FROM staged_patient_links "
+                       "WHERE kind = ? AND site = ? AND extract_id = ?", extract)
+            db.execute("DELETE FROM staged_patient_links WHERE kind = ? AND site = ? AND extract_id = ?", extract)
+            db.execute("DELETE FROM publishing WHERE kind = ? AND site = ? AND extract_id = ?", extract)
+
+    def stage_patient_links(self, kind: str, site: str, extract_id: str, links: dict[str, str]) -> None:
+        """Keyed FHIR id -> pseudonym of the patients an extract ingests; visible once `mark_processed` commits it
+        (a rerun of the same extract replaces what an interrupted run staged)."""
+        extract = (kind, site, extract_id)
+        with closing(self._connect()) as db, db:
+            db.execute("DELETE FROM staged_patient_links WHERE kind = ? AND site = ? AND extract_id = ?", extract)
+            db.executemany("INSERT INTO staged_patient_links VALUES (?, ?, ?, ?, ?)",
+                           [(*extract, key, pseudonym) for key, pseudonym in sorted(links.items())])
+
+    def patient_links(self, site: str) -> dict[str, str]:
+        """Keyed FHIR Patient id -> pseudonym of every patient published from `site` so far."""
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT id_key, pseudonym FROM patient_links WHERE site = ?", (site,)).fetchall()
+        return dict(rows)
 
     def fetched(self) -> set[str]:
         with closing(self._connect()) as db:

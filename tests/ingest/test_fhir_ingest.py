@@ -12,7 +12,7 @@ import pytest
 
 from tasks.deid import Pseudonymizer
 from tasks.ingest.fhir import ingest_fhir
-from tasks.ingest.landing import land, sha256_file
+from tasks.ingest.landing import land, object_uri, sha256_file
 from tasks.synth.generate import SynthConfig, generate
 
 KEYS = Pseudonymizer(b"k" * 32)
@@ -106,7 +106,8 @@ def test_manifest_mismatch_and_deleted_entries(cohort, tmp_path):
     (src / "manifest.json").write_text(json.dumps(manifest))
     extract = land(src, tmp_path / "landing", "fhir", "site-a")
     result = ingest_fhir(extract, tmp_path / "landing", KEYS, "site-a")
-    assert result.facts["manifest_mismatches"] == [manifest["output"][0]["url"]]
+    listed = next(f for f in extract.files if f.rel_path == manifest["output"][0]["url"])
+    assert result.facts["manifest_mismatches"] == [object_uri(tmp_path / "landing", listed.sha256)]  # no file name
     assert result.received == result.ingested + result.quarantined
     assert [r.rule for r in result.rejections if r.rule == "fhir.deleted"] == ["fhir.deleted"]
     assert result.rows["deletions"][0]["resource_id"] == KEYS.resource_id("site-a", "Condition", first["id"])
@@ -124,3 +125,44 @@ def test_same_extract_same_rows(cohort, ingested, tmp_path):
     again = ingest_fhir(land(cohort / "site-a" / "fhir", tmp_path, "fhir", "site-a"), tmp_path, KEYS, "site-a")
     assert again.rows == result.rows
     assert Path  # keep the import used for type hints in helpers
+
+
+def test_the_scrubber_knows_everyone_the_extract_names(tmp_path, monkeypatch):
+    """Issue 17 item 4: each patient's notes are scrubbed knowing every other person of the extract (other patients,
+    their relatives, related persons) and its staff, from one extract-wide tuple shared by every patient."""
+    import tasks.ingest.fhir as fhir_ingest
+
+    seen = {}
+
+    def spy(resource, *args, **kwargs):
+        seen[resource["id"]] = kwargs["known"]
+        return deidentify(resource, *args, **kwargs)
+
+    deidentify = fhir_ingest.deidentify_resource
+    monkeypatch.setattr(fhir_ingest, "deidentify_resource", spy)
+    mr = {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]}}
+    lines = {
+        "Patient.ndjson": [
+            {"resourceType": "Patient", "id": "p1", "identifier": [{**mr, "value": "M1"}],
+             "name": [{"family": "Alphafam", "given": ["Alphagiven"]}],
+             "contact": [{"name": {"family": "Kinfam", "given": ["Kingiven"]}}]},
+            {"resourceType": "Patient", "id": "p2", "identifier": [{**mr, "value": "M2"}],
+             "name": [{"text": "Betagiven Betafam"}]}],
+        "RelatedPerson.ndjson": [{"resourceType": "RelatedPerson", "id": "rp1", "patient": {"reference": "Patient/p1"},
+                                  "name": [{"family": "Relfam", "given": ["Relgiven"]}]}],
+        "Practitioner.ndjson": [{"resourceType": "Practitioner", "id": "dr1", "name": [{"family": "Docfam"}]}],
+        "Encounter.ndjson": [{"resourceType": "Encounter", "id": "e1", "status": "finished", "class": {"code": "AMB"},
+                              "subject": {"reference": "Patient/p2"},
+                              "participant": [{"individual": {"display": "Dr Nurse Shown"}}]}]}
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, body in lines.items():
+        (src / name).write_text("".join(json.dumps(x) + "\n" for x in body))
+    result = ingest_fhir(land(src, tmp_path / "landing", "fhir", "site-a"), tmp_path / "landing", KEYS, "site-a")
+    assert result.balanced() and result.ingested == 3
+    p1, p2, e1 = seen["p1"], seen["p2"], seen["e1"]
+    assert {"Alphagiven", "Kinfam", "Betagiven Betafam", "Relfam", "Relgiven"} <= set(p1.other_names)
+    assert set(p2.patient_names) == {"Betagiven Betafam"} and "Alphafam" in p2.other_names
+    assert {"Docfam", "Dr Nurse Shown"} <= set(p1.staff_names)
+    assert p1.other_names is p2.other_names is e1.other_names  # one tuple per extract, not a copy per patient
+    assert p1.staff_names is p2.staff_names

@@ -55,8 +55,13 @@ def result(cohort, known, tmp_path_factory) -> BatchResult:
 
 
 def comparable(r: BatchResult) -> tuple:
-    """What must not depend on the file format: rows, features, and (rule, location) of each rejection."""
-    return r.rows["omics"], r.rows["omics_features"], sorted((j.rule, j.location) for j in r.rejections)
+    """What must not depend on the file format: rows, features, and (rule, sample's place) of each rejection (a
+    transposed file's column k holds what a samples x features file's row k - 1 holds)."""
+    def place(location: str) -> str:
+        kind, n = location.split()
+        return f"row {int(n) - 1}" if kind == "column" else location
+
+    return r.rows["omics"], r.rows["omics_features"], sorted((j.rule, place(j.location)) for j in r.rejections)
 
 
 def variant(tmp_path: Path, cohort: Path, name: str, frame: pl.DataFrame, write) -> Path:
@@ -75,18 +80,22 @@ def test_accounting_identity(result, expression):
     assert len(result.rows["omics"]) == result.ingested
 
 
-def test_every_omics_corruption_under_its_rule_and_nothing_else(result, cohort, tmp_path):
+def test_every_omics_corruption_under_its_rule_and_nothing_else(result, cohort, expression, sheet, tmp_path):
     truth = [json.loads(line) for line in (cohort / "truth" / "corruptions.jsonl").read_text().splitlines()]
     truth = [t for t in truth if t["modality"] == "omics"]
     assert {t["kind"] for t in truth} == set(EXPECTED_RULE)  # the cohort exercises both kinds
-    got = {j.location: j for j in result.rejections}
-    assert set(got) == {f"sample {t['sample_id']}" for t in truth}
     extract = land(cohort / SITE / "omics", tmp_path / "landing", "omics", SITE)
     sha_of = {f"{SITE}/omics/{f.rel_path}": f.sha256 for f in extract.files}
+    row_in = {"sample_sheet.tsv": list(sheet["sample_id"]), "expression.tsv": list(expression["sample_id"])}
+
+    def where(t: dict) -> tuple[str, str]:  # the file where the fault is, and the sample's data row in it
+        return sha_of[t["file"]], f"row {row_in[Path(t['file']).name].index(t['sample_id']) + 1}"
+
+    got = {(j.sha256, j.location): j for j in result.rejections}
+    assert set(got) == {where(t) for t in truth}
     for t in truth:
-        rej = got[f"sample {t['sample_id']}"]
+        rej = got[where(t)]
         assert (rej.rule, rej.source, rej.stage) == (EXPECTED_RULE[t["kind"]], "omics", "ingest")
-        assert rej.sha256 == sha_of[t["file"]]  # the file where the fault is: matrix or sheet
         assert rej.source_uri == object_uri(tmp_path / "landing", rej.sha256)
 
 
@@ -109,11 +118,11 @@ def test_staged_frame_is_typed(result):
 
 def test_no_mrn_or_lab_sample_id_in_rows_or_rejection_messages(result, sheet):
     rows_text = json.dumps(result.rows, default=str)
-    messages = " ".join(j.message + j.source_uri for j in result.rejections)
+    messages = " ".join(j.message + j.source_uri + j.location for j in result.rejections)
     for mrn in sheet["mrn"]:
         assert mrn not in rows_text and mrn not in messages
-    for sid in sheet["sample_id"]:
-        assert sid not in rows_text
+    for sid in sheet["sample_id"]:  # a lab may use the MRN as its sample id: positions only
+        assert sid not in rows_text and sid not in messages
 
 
 def test_collection_date_shifted_by_the_patients_offset(result, sheet):
@@ -166,9 +175,9 @@ def test_numeric_parquet_with_nan_and_inf(cohort, known, expression, tmp_path):
                                .otherwise(pl.col("GENE0004")).alias("GENE0004"))
     r = ingest_dir(variant(tmp_path, cohort, "x.parquet", frame, lambda f, p: f.write_parquet(p)),
                    tmp_path / "landing", known)
-    rules = {j.location: j.rule for j in r.rejections}
-    assert rules[f"sample {expression['sample_id'][0]}"] == "omics.value"
-    assert f"sample {expression['sample_id'][1]}" not in rules  # one NaN is a missing value, not an error
+    rules = {j.location: j.rule for j in r.rejections if j.rule != "ref.patient"}  # the others are the sheet's
+    assert rules["row 1"] == "omics.value"
+    assert "row 2" not in rules  # one NaN is a missing value, not an error
     (row,) = [x for x in r.rows["omics"] if x["sample_id"] == KEYS.resource_id(SITE, "Sample", frame["sample_id"][1])]
     assert [g for g in frame.columns[1:] if row[g] is None] == ["GENE0004"]
 
@@ -206,13 +215,13 @@ def _rules(r: BatchResult) -> dict[str, str]:
                                         ("", None), ("NaN", None), ("n/a", None), ("-1.5e-3", None)])
 def test_cell_values(tmp_path, cell, rule):
     r = ingest_dir(_tiny(tmp_path, f"sample_id\tg1\tg2\tg3\nS1\t1\t{cell}\t2\n"), tmp_path / "l", None)
-    assert _rules(r) == ({"sample S1": rule} if rule else {})
+    assert _rules(r) == ({"row 1": rule} if rule else {})
 
 
 def test_missing_threshold(tmp_path):
     r = ingest_dir(_tiny(tmp_path, "sample_id\tg1\tg2\tg3\tg4\nS1\t1\tNA\t\t2\nS2\t1\tNA\tNA\t\n"), tmp_path / "l",
                    {"M1", "M2"})
-    assert _rules(r) == {"sample S2": "omics.missing"}
+    assert _rules(r) == {"row 2": "omics.missing"}
     (row,) = r.rows["omics"]
     assert [row[g] for g in ("g1", "g2", "g3", "g4")] == [1.0, None, None, 2.0]
 
@@ -220,11 +229,12 @@ def test_missing_threshold(tmp_path):
 def test_duplicates_sheet_and_patient_rules(tmp_path):
     matrix = "sample_id\tg1\nS1\t1\nS1\t2\nS2\t3\nS3\t4\nS4\t5\n"
     r = ingest_dir(_tiny(tmp_path, matrix), tmp_path / "l", {"M1", "M2"})
-    assert _rules(r) == {"sample S1": "omics.duplicate", "sample S3": "ref.patient", "sample S4": "omics.sample_sheet"}
+    # matrix rows 2 (the second S1) and 5 (S4, not in the sheet); the sheet's row 3 (S3's MRN is no patient)
+    assert _rules(r) == {"row 2": "omics.duplicate", "row 3": "ref.patient", "row 5": "omics.sample_sheet"}
     assert sorted(row["g1"] for row in r.rows["omics"]) == [1.0, 3.0]  # the first S1 is the one considered
     assert r.received == 5 and r.ingested == 2
     unchecked = ingest_dir(_tiny(tmp_path, matrix), tmp_path / "l2", None)  # no EHR MRNs: no ref.patient check
-    assert "sample S3" not in _rules(unchecked)
+    assert "row 3" not in _rules(unchecked)
     by_pseudonym = ingest_dir(_tiny(tmp_path, matrix), tmp_path / "l3", {KEYS.patient(SITE, m) for m in ("M1", "M2")})
     assert comparable(by_pseudonym) == comparable(r)  # the staged patients table knows pseudonyms, not MRNs
 
@@ -233,7 +243,7 @@ def test_conflicting_sheet_rows_and_long_format_repeats(tmp_path):
     sheet = "sample_id\tmrn\nS1\tM1\nS1\tM9\nS2\tM2\n"
     long = "sample_id\tgene\tvalue\nS1\tg1\t1\nS2\tg1\t2\nS2\tg1\t3\n"
     r = ingest_dir(_tiny(tmp_path, long, sheet=sheet), tmp_path / "l", None)
-    assert _rules(r) == {"sample S1": "omics.sample_sheet", "sample S2": "omics.duplicate"}
+    assert _rules(r) == {"row 1": "omics.sample_sheet", "row 2": "omics.duplicate"}  # sheet row 1, matrix row 2
 
 
 def test_unreadable_files_and_explicit_sheet(tmp_path):
