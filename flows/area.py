@@ -4,11 +4,12 @@ their own under <workspace>/.mmfm/areas/<kind>/<name>/ (same pseudonym key, same
 split), so nothing of theirs can reach data/curated or a dataset version of the main workspace.
 Preparing an area again (a rerun after a kill, or the same extract monitored twice) ingests only new files, validates
 only when DVC finds the area's validate stage out of date, and reports the extract's counts over all its runs.
+An area is named by a keyed digest of the extract's path, never by the folder's name (it may name a patient): the
+name reaches Prefect (the area's flow runs take it as their workspace), MLflow (the monitor run's name) and reports.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -18,6 +19,8 @@ import yaml
 from flows.ingest import run as ingest
 from flows.pipeline import render_dvc_yaml
 from flows.validate import validate
+from tasks.deid import Pseudonymizer, key_from_settings
+from tasks.ingest.guards import IngestRefused
 from tasks.lineage import Ledger
 from tasks.stage.status import commit_if_finished, stage_is_current
 from tasks.validation.publish import ValidationBlocked
@@ -27,9 +30,10 @@ KINDS = ("scoring", "monitoring")
 
 
 def area_name(source: Path) -> str:
-    """A stable name per extract folder: its name plus a hash of its absolute path."""
+    """A stable name per extract folder, `extract-<16 hex>`: a digest of its absolute path keyed with the pseudonym
+    key, so the name says nothing of the folder's name and cannot be confirmed by hashing a guessed path."""
     source = Path(source).resolve()
-    return f"{source.name}-{hashlib.sha256(str(source).encode()).hexdigest()[:8]}"
+    return "extract-" + Pseudonymizer(key_from_settings()).digest("mmfm-area-v1", str(source)).hex()[:16]
 
 
 def prepare_area(ws: Workspace, source: Path, kind: str) -> dict:
@@ -38,7 +42,7 @@ def prepare_area(ws: Workspace, source: Path, kind: str) -> dict:
         raise ValueError(f"unknown area kind {kind!r}; known: {', '.join(KINDS)}")
     source = Path(source).resolve()
     if not source.is_dir():
-        raise FileNotFoundError(f"{source}: not an extract folder")
+        raise IngestRefused(f"the {kind} extract path is not a folder")  # never the path: it may name a patient
     area = init_workspace(ws.state / "areas" / kind / area_name(source), dvc_yaml=render_dvc_yaml())
     params = ws.params()
     params["validate"] = {"splits": {"test": 1.0}}  # nothing here trains anything
@@ -54,7 +58,7 @@ def prepare_area(ws: Workspace, source: Path, kind: str) -> dict:
     try:
         validated = validate(area.root)
     except ValidationBlocked as exc:
-        raise ValidationBlocked(f"the {kind} extract {source.name} failed a blocking contract: {exc}") from None
+        raise ValidationBlocked(f"the {kind} extract {area.root.name} failed a blocking contract: {exc}") from None
     return {"area": area, "ingest": ingested, "validate": validated}
 
 

@@ -11,6 +11,11 @@ whose `received == ingested + quarantined` is checked before it is returned (tas
 over batches of Prefect tasks; the task runner is threads by default, or a local Dask or Ray cluster
 (tasks.runners), with identical outputs. The pseudonym key is read by each task from the environment, never passed
 as a parameter.
+
+What Prefect's run database learns (flows/boundary.py, docs/privacy.md): the extract's path (`source`,
+`sample_sheet`) and the PACS credentials are withheld from the stored flow-run parameters; an exception leaves each
+task and flow as a value-free PipelineError (step, rule, class) unless its message is value-free by construction;
+summaries and log lines name the landing extract (`extract_id`) and landing objects, never the extract's file names.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ import dataclasses
 import tempfile
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task, unmapped
+from prefect import get_run_logger, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from flows.boundary import guarded_task, private_flow
 from tasks.deid import Pseudonymizer, key_from_settings
 from tasks.ingest.accounting import BatchResult
 from tasks.ingest.dicom import batch_series, imaging_config, ingest_series_batch, prepare_readers, scan_headers
@@ -53,9 +59,13 @@ def _refuse_early(ws: Workspace, site: str, source: Path | None = None) -> None:
     check_key(ws.state, _keys())  # refuses a missing or short key too
 
 
-@task(name="land-extract", cache_policy=NO_CACHE)
+@guarded_task(name="land-extract", cache_policy=NO_CACHE)
 def land_extract(source: Path, landing: Path, kind: str, site: str) -> Extract:
-    return land(source, landing, kind, site)
+    extract = land(source, landing, kind, site)
+    again = " (landed before)" if extract.already_landed else ""
+    get_run_logger().info("landed %s extract %s from site %s: %d files, %d refused%s", kind, extract.extract_id, site,
+                          len(extract.files), len(extract.refused), again)
+    return extract
 
 
 def _published(ws: Workspace, part: Extract, result: BatchResult, skipped: int) -> dict:
@@ -67,12 +77,12 @@ def _published(ws: Workspace, part: Extract, result: BatchResult, skipped: int) 
 
 # ---- DICOM ---------------------------------------------------------------------------------------------------------
 
-@task(name="scan-dicom-headers", cache_policy=NO_CACHE)
+@guarded_task(name="scan-dicom-headers", cache_policy=NO_CACHE)
 def scan_dicom(extract: Extract, landing: Path, site: str):
     return scan_headers(extract, landing, site)
 
 
-@task(name="ingest-series-batch", cache_policy=NO_CACHE)
+@guarded_task(name="ingest-series-batch", cache_policy=NO_CACHE)
 def ingest_series(batch, landing: Path, staged: Path, site: str, cfg) -> BatchResult:
     return ingest_series_batch(batch, landing, staged, _keys(), site, cfg)
 
@@ -92,7 +102,7 @@ def _ingest_dicom_extract(ws: Workspace, extract: Extract, source: str, max_item
     return _published(ws, part, result, skipped)
 
 
-@flow(name="ingest-dicom")
+@private_flow("ingest-dicom", private=("source",))
 @holds_workspace_lock("mmfm ingest dicom")
 def ingest_dicom(source: Path, workspace: Path, site: str, max_items: int = 64) -> dict:
     """Land DICOM files/folders/zips from `source` and ingest the new ones."""
@@ -104,12 +114,12 @@ def ingest_dicom(source: Path, workspace: Path, site: str, max_items: int = 64) 
 
 # ---- PACS (DICOMweb or DIMSE) --------------------------------------------------------------------------------------
 
-@task(name="find-pacs-studies", retry_condition_fn=transient, cache_policy=NO_CACHE, **IO_RETRIES)
+@guarded_task(name="find-pacs-studies", retry_condition_fn=transient, cache_policy=NO_CACHE, **IO_RETRIES)
 def find_pacs_studies(source: PacsSource) -> list[str]:
     return source.find()
 
 
-@task(name="retrieve-pacs-study", retry_condition_fn=transient, cache_policy=NO_CACHE, **IO_RETRIES)
+@guarded_task(name="retrieve-pacs-study", retry_condition_fn=transient, cache_policy=NO_CACHE, **IO_RETRIES)
 def retrieve_pacs_study(source: PacsSource, study_uid: str, dest: Path) -> list[Path]:
     return source.retrieve(study_uid, dest)
 
@@ -141,7 +151,7 @@ def _ingest_from_pacs(source: PacsSource, workspace: Path, site: str, max_items:
     return {**summary, "studies_found": len(found), "studies_fetched": len(todo)}
 
 
-@flow(name="ingest-pacs")
+@private_flow("ingest-pacs", private=("auth",))
 @holds_workspace_lock("mmfm ingest pacs")
 def ingest_pacs(url: str, workspace: Path, site: str, auth: tuple[str, str] | None = None,
                 max_items: int = 64) -> dict:
@@ -153,7 +163,7 @@ def ingest_pacs(url: str, workspace: Path, site: str, auth: tuple[str, str] | No
     return _ingest_from_pacs(DicomWeb(url, auth), workspace, site, max_items)
 
 
-@flow(name="ingest-pacs-dimse")
+@private_flow("ingest-pacs-dimse")
 @holds_workspace_lock("mmfm ingest pacs")
 def ingest_pacs_dimse(address: str, called_aet: str, workspace: Path, site: str, calling_aet: str = "MMFM",
                       max_items: int = 64) -> dict:
@@ -164,12 +174,12 @@ def ingest_pacs_dimse(address: str, called_aet: str, workspace: Path, site: str,
 
 # ---- FHIR ----------------------------------------------------------------------------------------------------------
 
-@task(name="ingest-fhir-export", cache_policy=NO_CACHE)
+@guarded_task(name="ingest-fhir-export", cache_policy=NO_CACHE)
 def ingest_fhir_export(extract: Extract, landing: Path, site: str, mrn_system: str | None) -> BatchResult:
     return ingest_fhir(extract, landing, _keys(), site, mrn_system=mrn_system)
 
 
-@flow(name="ingest-fhir")
+@private_flow("ingest-fhir", private=("source",))
 @holds_workspace_lock("mmfm ingest fhir")
 def ingest_fhir_flow(source: Path, workspace: Path, site: str, mrn_system: str | None = None) -> dict:
     """Land a FHIR bulk export (or Bundles) and ingest its new files; the MRN is the identifier typed MR, or the one
@@ -186,12 +196,12 @@ def ingest_fhir_flow(source: Path, workspace: Path, site: str, mrn_system: str |
 
 # ---- omics ---------------------------------------------------------------------------------------------------------
 
-@task(name="ingest-omics-matrix", cache_policy=NO_CACHE)
+@guarded_task(name="ingest-omics-matrix", cache_policy=NO_CACHE)
 def ingest_omics_matrix(extract: Extract, landing: Path, site: str, known_patients: set[str], sheet) -> BatchResult:
     return ingest_omics(extract, landing, _keys(), site, known_patients, sample_sheet=sheet)
 
 
-@flow(name="ingest-omics")
+@private_flow("ingest-omics", private=("source", "sample_sheet"))
 @holds_workspace_lock("mmfm ingest omics")
 def ingest_omics_flow(source: Path, workspace: Path, site: str, sample_sheet: Path | None = None) -> dict:
     """Land an omics extract (matrix + sample sheet) and ingest its new samples; sample MRNs must belong to

@@ -15,18 +15,25 @@ Monitor holds the workspace lock, not only its area's: its reference is the work
 (read for the drift tests and the run key), which `ingest`/`validate`/`version` rewrite under that lock, and it
 writes the workspace's ledger, run journal and data/monitoring/. The area itself is locked too, by the ingest and
 validate flows that prepare it (always workspace first, then area: no lock-order inversion).
+
+The extract's path never reaches Prefect's run database (flows/boundary.py): `source` is withheld from the stored
+parameters, and a deployment leaves it out and sets MMFM_MONITOR_SOURCE in the worker's own environment instead
+(a deployment's parameters are stored as given). Logs, the report, the MLflow run and the retraining event name
+the extract by its monitoring area (`extract-<digest>`, flows/area.py), never by its folder's name.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import mlflow
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.area import prepare_area
+from flows.boundary import private_flow
 from tasks.monitoring import report as drift
 from tasks.registry.client import parse_ref
 from tasks.stage.run import run_key, stage_run
@@ -38,13 +45,21 @@ def drift_task(ws: Workspace, p: dict, model_version: str, prepared: dict, out: 
     return drift.drift_report(ws, p, model_version, prepared, out, source)
 
 
-@flow(name="monitor")
-def monitor_flow(workspace: Path, source: Path, model: str = "mmfm-multimodal@champion") -> dict:
+SOURCE_ENV = "MMFM_MONITOR_SOURCE"  # a deployment's extract, read on the worker (never a stored parameter)
+
+
+@private_flow("monitor", private=("source",), guard=False)
+def monitor_flow(workspace: Path, source: Path | None = None, model: str = "mmfm-multimodal@champion") -> dict:
+    """Monitor the extract at `source` (default: $MMFM_MONITOR_SOURCE) with `model` against its training data."""
+    source = source or os.environ.get(SOURCE_ENV)
+    if not source:
+        raise ValueError(f"no extract to monitor: pass SOURCE, or set {SOURCE_ENV} where the flow runs")
     with stage_run(workspace, "monitor") as run:
         ws, log, p = run.ws, get_run_logger(), run.ws.section("monitor")
         name, version = parse_ref(model, mlflow.MlflowClient())
         prepared = prepare_area(ws, Path(source), "monitoring")
         area = prepared["area"]
+        label = Path(area.root.name)  # what the report calls the extract: its area, never the folder's name
         out = ws.root / "data" / "monitoring" / area.root.name
         out.mkdir(parents=True, exist_ok=True)
         data = f"{lock_hash(area.root, 'validate', 'data/curated')}+{lock_hash(ws.root, 'validate', 'data/curated')}"
@@ -52,9 +67,9 @@ def monitor_flow(workspace: Path, source: Path, model: str = "mmfm-multimodal@ch
                               f"monitor-{area.root.name}")
         if attempt.reused:  # reported and logged by a run killed before its ledger event
             report, run_id = json.loads((out / "drift.json").read_text()), attempt.result["mlflow_run_id"]
-            log.info("monitoring %s: kept from an interrupted run (MLflow run %s)", Path(source).name, run_id)
+            log.info("monitoring %s: kept from an interrupted run (MLflow run %s)", area.root.name, run_id)
         else:
-            report = drift_task(ws, p, f"{name}/{version}", prepared, out, Path(source))
+            report = drift_task(ws, p, f"{name}/{version}", prepared, out, label)
             run_id = drift.log_monitoring(report, out, f"{name}/{version}", area.root.name, attempt)
         drift.note_on_version(name, version, run_id, report)
         event = run.record(inputs=[area.curated, ws.curated], outputs=[out / "drift.json"],
@@ -62,6 +77,6 @@ def monitor_flow(workspace: Path, source: Path, model: str = "mmfm-multimodal@ch
                            facts={"status": report["status"], "flagged_sites": report["flagged_sites"],
                                   "mlflow_run_id": run_id, "retrain": (report["retrain"] or {}).get("status")})
     report |= {"mlflow_run_id": run_id, "lineage_event": event.event_id, "report": str(out / "drift.json")}
-    log.log(30 if report["status"] == "drift" else 20, "monitoring %s: %s%s", Path(source).name, report["status"],
+    log.log(30 if report["status"] == "drift" else 20, "monitoring %s: %s%s", area.root.name, report["status"],
             f" ({report['findings']})" if report["findings"] else "")
     return report

@@ -2,6 +2,8 @@
 the hash check. Scores a curated split, or a new extract brought through ingest, de-identification and validation
 into a scoring area (flows/area.py: it never becomes training data). Output: parquet with pseudonymous patient ids,
 predictions, per-modality contributions and the model version; the ledger records inputs, output and model.
+A new extract is named by its scoring area (`extract-<digest>`, flows/area.py), never by its folder's name, and its
+path is withheld from the flow-run parameters Prefect stores (flows/boundary.py).
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ import json
 from pathlib import Path
 
 import mlflow
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.area import prepare_area
+from flows.boundary import private_flow
 from tasks.atomic import write_with
 from tasks.registry import scoring
 from tasks.registry.client import parse_ref
@@ -26,7 +29,7 @@ def score_task(ws: Workspace, model_version: str, curated: Path, split: str | No
     return scoring.score_version(ws, model_version, curated, split)
 
 
-@flow(name="predict")
+@private_flow("predict", private=("source",), guard=False)
 def predict_flow(workspace: Path, model: str, source: Path | None = None, split: str = "test",
                  out: Path | None = None) -> dict:
     with stage_run(workspace, "predict") as run:
@@ -39,7 +42,7 @@ def predict_flow(workspace: Path, model: str, source: Path | None = None, split:
         else:
             curated, which = ws.curated, None if split == "all" else split
         frame = score_task(ws, f"{name}/{version}", curated, which)
-        label = Path(source).name if source is not None else f"curated-{split}"
+        label = area.root.name if area is not None else f"curated-{split}"
         out = Path(out) if out else ws.root / "data" / "predictions" / f"{name}-v{version}-{label}.parquet"
         write_with(out, lambda tmp: frame.to_parquet(tmp, index=False))
         event = run.record(inputs=[curated], outputs=[out], params={"model": f"{name}/{version}", "source": label},

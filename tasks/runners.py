@@ -4,7 +4,9 @@ Dask and Ray start a local cluster for the flow, listening on loopback only and 
 the existing cluster named by MMFM_DASK_ADDRESS / MMFM_RAY_ADDRESS (docs/scale-out.md). Their workers import `flows`
 and `tasks` from the installed package and read MMFM_PSEUDONYM_KEY from their own environment (inherited from this
 process on a local cluster; set on the workers of an existing one): the key is never a task parameter, so it never
-reaches Prefect's API or a cluster's object store.
+reaches Prefect's API or a cluster's object store. Task arguments do travel to the workers (a landed extract's
+manifest, with the extract's relative paths; landing and staged paths): an existing cluster belongs in the same zone
+as the workspace (docs/privacy.md). Prefect's API stores none of them, only which task ran with which inputs.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Contract for every command: `--workspace DIR` (default: the current directory) and `--json`, which makes the last
 line of stdout one JSON object summarising what happened. Exit 0: the stage did its job (quarantined input is not a
-failure); exit 1: it could not, with one line on stderr naming why (`--debug` for the traceback).
+failure); exit 1: it could not, with one line on stderr naming why (`--debug` for the traceback). That line never
+quotes input: an exception whose message may quote what was read (a parser's, a schema's, a file name) is shown by
+its class and rule only (tasks.scrub); `--debug` shows the original, on this terminal only (docs/privacy.md).
 The command modules (data, ingest, models, registry, audit) import only this module; flows/cli/__init__.py imports
 them to register their commands. Heavy libraries (Prefect, MLflow, torch, MONAI, polars, rich) are imported inside
 the functions that need them, so `mmfm --help` stays fast.
@@ -22,12 +24,14 @@ from typing import Annotated
 
 import typer
 
+from tasks.scrub import carries_values, one_line
 from tasks.settings import bounded_mlflow_retries, quiet_telemetry
 from tasks.workspace_lock import WAIT_ENV, WorkspaceBusy
 
 # errors whose message already says what happened and what to do (matched by name: importing their modules would
 # load Prefect/DVC into every CLI start)
-SELF_EXPLAINING = ("CuratedChanged", "PublishError", "NoSpaceLeft", "PromotionRefused", "TrackingUnreachable")
+SELF_EXPLAINING = ("CuratedChanged", "PublishError", "NoSpaceLeft", "PromotionRefused", "TrackingUnreachable",
+                   "PipelineError")
 
 app = typer.Typer(
     name="mmfm", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -72,15 +76,29 @@ def command(fn: Callable) -> Callable:
             raise
         except Exception as exc:  # noqa: BLE001 - the CLI boundary: one clear line, not a traceback
             if kwargs.get("debug"):
+                reveal(exc)
                 raise
             from rich.markup import escape
 
-            clean = isinstance(exc, StageError | ValueError | WorkspaceBusy) or type(exc).__name__ in SELF_EXPLAINING
-            name = "" if clean else f"{type(exc).__name__}: "
-            console().print(f"[bold red]error:[/] {escape(name + str(exc))}", highlight=False, soft_wrap=True)
+            console().print(f"[bold red]error:[/] {escape(error_line(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def error_line(exc: BaseException) -> str:
+    """The one stderr line for a failed command: never a message that may quote input (tasks.scrub)."""
+    if carries_values(exc):
+        return one_line(exc)
+    clean = isinstance(exc, StageError | ValueError | WorkspaceBusy) or type(exc).__name__ in SELF_EXPLAINING
+    return ("" if clean else f"{type(exc).__name__}: ") + str(exc)
+
+
+def reveal(exc: BaseException) -> None:
+    """--debug: the traceback shows the original exception a stage boundary hid (tasks.scrub), on this terminal only
+    (Prefect's database got the value-free one)."""
+    if exc.__context__ is not None:
+        exc.__suppress_context__ = False
 
 
 def mlflow_errors(fn: Callable) -> Callable:

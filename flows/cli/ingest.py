@@ -20,7 +20,7 @@ RunnerOpt = Annotated[str, typer.Option("--runner", help=(
 
 def run_ingest(flow_name: str, as_json: bool, runner: str, debug: bool = False, **params) -> None:
     from tasks.deid import Pseudonymizer, key_from_settings
-    from tasks.ingest.guards import IngestRefused, check_key, check_site, check_source
+    from tasks.ingest.guards import check_key, check_site, check_source
     from tasks.workspace import Workspace
 
     # before Prefect starts: a missing or short key, a bad site, an empty source, another key than the workspace's
@@ -28,10 +28,7 @@ def run_ingest(flow_name: str, as_json: bool, runner: str, debug: bool = False, 
     keys = Pseudonymizer(key_from_settings())
     check_site(params["site"])
     if params.get("source") is not None:
-        try:
-            check_source(params["source"])
-        except IngestRefused as exc:
-            raise IngestRefused(f"{params['source']}: {exc}") from None
+        check_source(params["source"])  # the message names the rule, never the path (it may name a patient)
     check_key(Workspace(params["workspace"]).state, keys, record=False)
     from flows import ingest
     from tasks.runners import task_runner
@@ -42,9 +39,11 @@ def run_ingest(flow_name: str, as_json: bool, runner: str, debug: bool = False, 
 
 
 def render_ingest(s: dict) -> None:
+    """Counts, rules and landing names only: the summary names no file of the extract (they may name a patient)."""
     if s.get("message"):
         say(s["message"])
-    say(f"{s['source']} from {s['site']}: received {s['received']}, ingested {s['ingested']}, "
+    extract = f" (landing extract {s['extract_id']})" if s.get("extract_id") else ""
+    say(f"{s['source']} from {s['site']}{extract}: received {s['received']}, ingested {s['ingested']}, "
         f"quarantined {s['quarantined']}")
     for rule, n in s.get("quarantine_reasons", {}).items():
         say(f"  quarantined under {rule}: {n}")

@@ -81,6 +81,9 @@ def test_ingest_flows_end_to_end(cohort, tmp_path, prefect_api, pseudonym_key, c
     written += json.dumps(summaries).encode() + caplog.text.encode()
     leaks = [c for c in _phi_canaries(cohort) if c.encode() in written]
     assert not leaks
+    # summaries name landing extracts and objects, never a file of the extract (its name may name a patient)
+    names = {p.name for site in SITES for p in (cohort / site).rglob("*") if p.is_file()}
+    assert not [n for n in names if n in json.dumps(summaries)]
     assert read_quarantine(ws.quarantine).height == sum(s["quarantined"] for s in summaries)
 
     # a rerun of the same extracts does nothing and says so

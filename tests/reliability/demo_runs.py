@@ -156,9 +156,10 @@ def mlflow_rows(ws: Path, sql: str) -> list[tuple]:
 
 
 def finished_runs(ws: Path) -> Counter:
-    """MLflow runs counted as complete, per run name (a monitoring area's hash suffix dropped: it names the area)."""
+    """MLflow runs counted as complete, per run name (a monitoring area's keyed digest dropped: it names the area,
+    and is keyed by the extract's path, which differs between workspaces)."""
     rows = mlflow_rows(ws, "SELECT name FROM runs WHERE status = 'FINISHED'")
-    return Counter(re.sub(r"-[0-9a-f]{8}$", "", name) for (name,) in rows)
+    return Counter(re.sub(r"-(?:extract-[0-9a-f]{16}|[0-9a-f]{8})$", "", name) for (name,) in rows)
 
 
 def registered_versions(ws: Path) -> list[tuple]:
