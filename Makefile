@@ -6,9 +6,13 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 PIP_QUIET := --quiet --disable-pip-version-check --progress-bar off
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench bench-deid clean
 
+# Tesseract (Debian tesseract-ocr) reads radiographs for burned-in text; without it they are quarantined, not ingested.
 install: $(VENV)/.installed
+	@command -v tesseract >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr >/dev/null; } || \
+	  { echo "tesseract-ocr is needed (burned-in text screen): apt-get install tesseract-ocr, as root" >&2; exit 1; }
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +39,12 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/synth.py
+
+# presidio-evaluator's corpus generator pins pandas>=3 (ours: 2.3), so it goes in beside Presidio with --no-deps
+bench-deid: install
+	$(PIP) install $(PIP_QUIET) presidio-analyzer==2.2.366 presidio-anonymizer==2.2.366
+	$(PIP) install $(PIP_QUIET) --no-deps presidio-evaluator==0.3.2
+	$(BIN)/python bench/deid_text.py
 
 clean:
 	rm -rf demo-workspace .pytest_cache

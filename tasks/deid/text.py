@@ -1,66 +1,56 @@
 """Free-text scrubber for notes, report conclusions and any other string that escaped structure.
 
-Two kinds of detectors run over the original text: identifiers *known* from the same extract (this patient's
-names, MRN, phone, SSN, address, accession numbers, the staff names the caller passes) and *patterns* for what we
-cannot know in advance (e-mails, phone numbers, SSNs, labelled MRNs and IDs, street addresses, dates, ages over 89).
-Every detector proposes spans; overlapping spans are merged so that nothing any detector flagged survives, and the
-merged span is replaced once: dates by the same date shifted by the patient's offset in the same format, the rest
-by a typed placeholder ([NAME], [MRN], [PHONE], [EMAIL], [SSN], [ID], [ADDRESS], [ORG], [DATE]).
+Detectors run over the original text and propose spans; overlapping spans are merged so that nothing any detector
+flagged survives, and the merged span is replaced once: dates by the same date shifted by the patient's offset in
+the same format, the rest by a typed placeholder ([NAME], [MRN], [PHONE], [EMAIL], [SSN], [ID], [ADDRESS], [ORG],
+[URL], [DATE]; ages over 89 by "90+"). The detectors:
+
+- identifiers *known* from the same extract (this patient's MRN, phone, SSN, address, accession numbers, the
+  organisations) matched as written, and every person the extract names (text_names.py: the patient and relatives
+  in any spelling or nickname, other patients and staff);
+- people the extract does not list: the Philter de-identifier's name dictionaries and context rules (text_names);
+- Google's libphonenumber for phone numbers in every national format, and URLs and IP addresses
+  (text_contact.py);
+- our patterns for what those do not cover: e-mails (linear time), SSNs, labelled MRNs and IDs, long numbers,
+  street addresses and PO boxes, institutions, ages over 89 ("93-year-old", "aged 95", "95M"), and dates in prose
+  (text_dates.py).
+
+`bench/deid_text.py` measures recall and precision per PHI type on third-party labelled corpora.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from functools import lru_cache
-from typing import NamedTuple
 
+from tasks.deid.text_common import Span
+from tasks.deid.text_contact import contact_spans
 from tasks.deid.text_dates import date_spans
+from tasks.deid.text_names import known_phrases, known_words, name_spans
+from tasks.deid.text_patterns import pattern_spans
 
 PLACEHOLDER = {"NAME": "[NAME]", "MRN": "[MRN]", "PHONE": "[PHONE]", "EMAIL": "[EMAIL]", "SSN": "[SSN]",
-               "ID": "[ID]", "ADDRESS": "[ADDRESS]", "ORG": "[ORG]", "DATE": "[DATE]", "DATE_SHIFTED": "[DATE]",
-               "AGE": "90+"}
-# Linear time on hostile input: every pattern here is tried at every position of a note, so one that scans a long
-# unbroken run from each of its characters is quadratic (a 1 MB token took the old e-mail pattern about an hour).
-# EMAIL starts only where a run of local-part characters starts (the lookbehind), so each run is scanned once; the
-# scrubber itself finds e-mails from their '@' outwards (_email_spans), which also catches one that follows another
-# inside the same run ("a@b.c+d@e.f").
-EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-EMAIL_LOCAL = re.compile(r"[\w.+-]+")  # a maximal run of local-part characters
-EMAIL_DOMAIN = re.compile(r"@[\w-]+(?:\.[\w-]+)+")
-PHONE = re.compile(r"(?<![\w+])(?:\+?1[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}(?!\w)")
-SSN = re.compile(r"(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)")
-MRN_LABELLED = re.compile(r"\b(?:MRN|MR\s?#|MR\s?No\.?|Medical\s+Record(?:\s+(?:Number|No\.?))?)\s*[:#]?\s*"
-                          r"([A-Z0-9][A-Z0-9-]{3,})\b", re.IGNORECASE)
-ID_LABELLED = re.compile(r"\b(?:Accession|Acc\.?|Account|Acct|Encounter|Visit|Order|Specimen|Case|Patient\s+ID|ID)"
-                         r"(?:\s*(?:No\.?|Number|#))?\s*[:#]?\s*([A-Z0-9-]*\d[A-Z0-9-]{3,})\b", re.IGNORECASE)
-LONG_NUMBER = re.compile(r"(?<![\w.])\d{7,}(?![\w.])")
-STREET = re.compile(r"\b\d{1,5}\s+(?:[A-Z][A-Za-z'.-]*\s+){1,4}(?:Street|St|Avenue|Ave|Road|Rd|Lane|Ln|Drive|Dr|"
-                    r"Court|Ct|Boulevard|Blvd|Way|Terrace|Place|Pl|Circle|Cir|Parkway|Pkwy|Highway|Hwy)\b\.?")
-# a person named after a title or a role label: staff names are not in the extract's structured data
-_NAME_WORD = r"[A-Z][a-zA-Z'\-]+"
-TITLED_NAME = re.compile(rf"\b(?:Dr|Doctor|Prof|Mr|Mrs|Ms|Miss|Nurse|RN|NP|PA)\.?\s+((?:{_NAME_WORD}\.?\s+)?"
-                         rf"(?:{_NAME_WORD}|\[NAME\])(?:[ \t]+{_NAME_WORD})?)")
-LABELLED_NAME = re.compile(rf"\b(?i:physician|attending|radiologist|resident|signed by|dictated by|author|provider|"
-                           rf"referred by|PCP|contact|emergency contact|next of kin)\s*:?\s+"
-                           rf"((?:Dr\.?\s+)?{_NAME_WORD}(?:[ \t]+{_NAME_WORD}){{0,2}})")
-AGE_YEARS = re.compile(r"\b(\d{2,3})(?=(?:\s|-)*(?:years?|yrs?|yo|y/o|y\.o\.)(?:\W|$))", re.IGNORECASE)
-AGE_LABELLED = re.compile(r"\b(?:age|aged)\s*:?\s*(\d{2,3})\b", re.IGNORECASE)
-PRIORITY = {"EMAIL": 0, "SSN": 1, "MRN": 1, "PHONE": 1, "ID": 2, "ADDRESS": 2, "ORG": 2, "DATE_SHIFTED": 3,
+               "ID": "[ID]", "ADDRESS": "[ADDRESS]", "ORG": "[ORG]", "URL": "[URL]", "DATE": "[DATE]",
+               "DATE_SHIFTED": "[DATE]", "AGE": "90+"}
+PRIORITY = {"EMAIL": 0, "URL": 0, "SSN": 0, "MRN": 1, "PHONE": 1, "ID": 2, "ADDRESS": 2, "ORG": 2, "DATE_SHIFTED": 3,
             "DATE": 3, "NAME": 4, "AGE": 5}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class KnownIdentifiers:
-    """What the extract itself tells us about one patient (and the staff around them): matched verbatim.
+    """What the extract itself tells us about one patient (and the people around them).
 
-    Lists may be given; they are stored as tuples so the object is hashable and its compiled regexes cached.
+    Lists may be given; they are stored as tuples. Equality and hashing are by identity: the compiled patterns of
+    one object are cached, and `staff_names` / `other_names` given as tuples are kept as given (not copied), so one
+    extract-wide tuple of thousands of names is shared by every patient's object and folded once.
     """
 
     patient_names: tuple[str, ...] = ()
     staff_names: tuple[str, ...] = ()
+    other_names: tuple[str, ...] = ()  # everyone else the extract names: other patients, relatives, related persons
     mrns: tuple[str, ...] = ()
     phones: tuple[str, ...] = ()
     ssns: tuple[str, ...] = ()
@@ -74,6 +64,8 @@ class KnownIdentifiers:
     def __post_init__(self) -> None:
         for f in fields(self):
             raw = getattr(self, f.name)
+            if f.name in {"staff_names", "other_names"} and isinstance(raw, tuple):
+                continue
             values = (raw,) if isinstance(raw, str) else tuple(raw or ())
             object.__setattr__(self, f.name, tuple(sorted({str(v).strip() for v in values if str(v).strip()})))
 
@@ -86,13 +78,6 @@ class KnownIdentifiers:
         return f"KnownIdentifiers({counts})"
 
 
-class Span(NamedTuple):
-    start: int
-    end: int
-    kind: str
-    replacement: str
-
-
 def scrub_text(text: str, known: KnownIdentifiers | None = None,
                date_offset_days: int | None = None) -> tuple[str, Counter[str]]:
     """Remove PHI from free text; dates are shifted by `date_offset_days` (None: replaced by [DATE]).
@@ -101,10 +86,38 @@ def scrub_text(text: str, known: KnownIdentifiers | None = None,
     """
     if not text:
         return text, Counter()
+    return _replace(text, phi_spans(text, known, date_offset_days))
+
+
+def phi_spans(text: str, known: KnownIdentifiers | None = None, date_offset_days: int | None = None) -> list[Span]:
+    """Every span any detector flags (overlapping, unmerged): what `scrub_text` replaces; the bench scores these."""
     known = known or KnownIdentifiers()
-    spans = [*_pattern_spans(text), *_known_spans(text, known),
-             *(Span(*t) for t in date_spans(text, date_offset_days, frozenset(known.protected_dates)))]
-    return _replace(text, spans)
+    dates = [Span(*t) for t in date_spans(text, date_offset_days, frozenset(known.protected_dates))]
+    others = [*_shape_spans(text), *_known_spans(text, known),
+              *name_spans(text, _patient_words(known.patient_names), _strict_words(known), _phrases(known))]
+    return [*dates, *_not_inside_dates(others, dates)]
+
+
+@lru_cache(maxsize=8192)
+def _shape_spans(text: str) -> tuple[Span, ...]:
+    """What shape alone finds (the same for every patient): cached, since FHIR repeats its strings."""
+    return (*pattern_spans(text), *contact_spans(text))
+
+
+@lru_cache(maxsize=1024)
+def _patient_words(names: tuple[str, ...]) -> frozenset[str]:
+    return known_words(names)
+
+
+def _not_inside_dates(spans: list[Span], dates: list[Span]) -> Iterator[Span]:
+    """A number inside a date ("20210304", "04MAR2021") is the date, shifted in place, not an [ID] or a [PHONE]."""
+    if not dates:
+        yield from spans
+        return
+    for span in spans:
+        if span.kind in {"ID", "PHONE"} and any(d.start <= span.start and span.end <= d.end for d in dates):
+            continue
+        yield span
 
 
 def _replace(text: str, spans: list[Span]) -> tuple[str, Counter[str]]:
@@ -137,33 +150,6 @@ def _overlapping_groups(spans: list[Span]) -> Iterator[list[Span]]:
         yield group
 
 
-def _pattern_spans(text: str) -> Iterator[Span]:
-    """Identifiers recognisable by shape alone."""
-    yield from _email_spans(text)
-    for kind, pattern in (("SSN", SSN), ("PHONE", PHONE), ("ADDRESS", STREET)):
-        yield from (Span(m.start(), m.end(), kind, PLACEHOLDER[kind]) for m in pattern.finditer(text))
-    for kind, pattern in (("MRN", MRN_LABELLED), ("ID", ID_LABELLED)):
-        yield from (Span(m.start(1), m.end(1), kind, PLACEHOLDER[kind]) for m in pattern.finditer(text))
-    yield from (Span(m.start(), m.end(), "ID", "[ID]") for m in LONG_NUMBER.finditer(text))
-    for pattern in (TITLED_NAME, LABELLED_NAME):
-        yield from (Span(m.start(1), m.end(1), "NAME", PLACEHOLDER["NAME"]) for m in pattern.finditer(text)
-                    if m[1] != "[NAME]")
-    for pattern in (AGE_YEARS, AGE_LABELLED):
-        yield from (Span(m.start(1), m.end(1), "AGE", "90+") for m in pattern.finditer(text) if int(m[1]) > 89)
-
-
-def _email_spans(text: str) -> Iterator[Span]:
-    """E-mail addresses found from each '@': the domain after it, the whole run of local-part characters before it.
-    Linear: runs are found once, and a domain (which holds no '@') is scanned only from its own '@'."""
-    if "@" not in text:
-        return
-    run_start = {m.end(): m.start() for m in EMAIL_LOCAL.finditer(text)}
-    for at in (m.start() for m in re.finditer("@", text)):
-        domain = EMAIL_DOMAIN.match(text, at)
-        if domain is not None and at in run_start:
-            yield Span(run_start[at], domain.end(), "EMAIL", PLACEHOLDER["EMAIL"])
-
-
 def _known_spans(text: str, known: KnownIdentifiers) -> Iterator[Span]:
     for kind, pattern in _known_patterns(known):
         yield from (Span(m.start(), m.end(), kind, PLACEHOLDER[kind]) for m in pattern.finditer(text))
@@ -171,13 +157,8 @@ def _known_spans(text: str, known: KnownIdentifiers) -> Iterator[Span]:
 
 @lru_cache(maxsize=256)
 def _known_patterns(known: KnownIdentifiers) -> tuple[tuple[str, re.Pattern[str]], ...]:
-    """One compiled regex per kind of known identifier (cached: a patient's notes reuse them)."""
+    """One compiled regex per kind of known identifier other than names (cached: a patient's notes reuse them)."""
     out = []
-    names = _name_tokens((*known.patient_names, *known.staff_names))
-    if names:
-        token = "|".join(re.escape(t) for t in sorted(names, key=len, reverse=True))
-        # names in any order, with optional initials and commas between: "Smith, John A." is one [NAME]
-        out.append(("NAME", rf"(?<!\w)(?:{token})(?:[\s,]+(?:[A-Za-z]\.?\s+)?(?:{token}))*(?!\w)"))
     literal = {"MRN": known.mrns, "ID": (*known.accession_numbers, *known.other_ids), "EMAIL": known.emails,
                "ADDRESS": known.addresses, "ORG": known.organizations}
     for kind, values in literal.items():
@@ -191,15 +172,27 @@ def _known_patterns(known: KnownIdentifiers) -> tuple[tuple[str, re.Pattern[str]
     return tuple((kind, re.compile(p, re.IGNORECASE)) for kind, p in out)
 
 
-def _name_tokens(names: Iterable[str]) -> set[str]:
-    """Every part of every name, at least two letters long (initials alone would erase ordinary words)."""
-    tokens: set[str] = set()
-    for name in names:
-        for part in re.split(r"[\s,^]+", name):
-            part = part.strip(".")
-            candidates = {part, *part.split("-")}
-            tokens.update(c for c in candidates if len(c) >= 2 and any(ch.isalpha() for ch in c))
-    return tokens
+_STRICT: dict[tuple[int, int], tuple[tuple[str, ...], tuple[str, ...], frozenset[str], dict]] = {}
+
+
+def _strict_words(known: KnownIdentifiers) -> frozenset[str]:
+    """Folded words of the staff's and other people's names. The tuples are shared by every patient of an extract
+    (thousands of names), so they are folded once per pair of tuples, found by identity rather than hashed."""
+    key = (id(known.staff_names), id(known.other_names))
+    hit = _STRICT.get(key)
+    if hit is None or hit[0] is not known.staff_names or hit[1] is not known.other_names:
+        if len(_STRICT) > 64:
+            _STRICT.clear()
+        people = (*known.staff_names, *known.other_names)
+        hit = _STRICT[key] = (known.staff_names, known.other_names, known_words(people, with_nicknames=False),
+                              known_phrases(people))
+    return hit[2]
+
+
+def _phrases(known: KnownIdentifiers) -> dict:
+    """The staff's and other people's full names as word sequences (built with `_strict_words`)."""
+    _strict_words(known)
+    return _STRICT[(id(known.staff_names), id(known.other_names))][3]
 
 
 def _digits_pattern(value: str) -> str:

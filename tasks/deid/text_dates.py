@@ -1,10 +1,11 @@
 """Dates written in prose, found and shifted in their own format ("March 4, 2021" stays "Month D, YYYY").
 
-Formats: 2021-03-04, 2021/3/4, 03/04/2021, 3/4/2021, 3-4-21 (slashes and dashes: US, month first), 04.03.2021
-(dots: day first), 20210304, March 4, 2021, Mar. 4th 2021, 4 Mar 2021, 4th of March 2021, March 2021, and a
-month and day without a year (replaced by [DATE]: it cannot be shifted without knowing the year). A time after a
-date is left alone: whole-day shifts do not change it. Month names are matched in Title or UPPER case only, so the
-verb "may" is not a date.
+Formats: 2021-03-04, 2021/3/4, 2021.03.04, 03/04/2021, 3/4/2021, 3-4-21 (slashes and dashes: US, month first),
+04.03.2021 (dots after the day: day first), 20210304, March 4, 2021, march 4 2021, Mar. 4th 2021, 4 Mar 2021,
+04-Mar-2021, 04MAR21, 4th of March 2021, March 2021; and, replaced by [DATE] because they cannot be shifted without
+a year: a month and day ("March 4", "on 3/14"), a month alone ("since November"). A time after a date is left
+alone: whole-day shifts do not change it. A month name alone or without a year is matched in Title or UPPER case
+only, so the verb "may" is not a date, and "May" alone (a name, a verb at a sentence start) is left to the names.
 """
 
 from __future__ import annotations
@@ -29,23 +30,34 @@ def _month_alternatives() -> str:
 
 
 MON = rf"(?P<mon>{_month_alternatives()})"
+MON_ANY_CASE = rf"(?P<mon>{_month_alternatives()}|(?-i:{_month_alternatives().lower()}))"
+YEAR = r"(?P<year>\d{4}|\d{2})"
 ORD = r"(?P<suf>st|nd|rd|th)?"
 PATTERNS = {
-    "mdy_name": re.compile(rf"\b{MON}(?P<dot>\.?)(?P<s1>\s+)(?P<day>\d{{1,2}}){ORD}(?P<comma>,?)(?P<s2>\s+)"
+    "mdy_name": re.compile(rf"\b{MON_ANY_CASE}(?P<dot>\.?)(?P<s1>\s+)(?P<day>\d{{1,2}}){ORD}(?P<comma>,?)(?P<s2>\s+)"
                            rf"(?P<year>\d{{4}})\b"),
-    "dmy_name": re.compile(rf"\b(?P<day>\d{{1,2}}){ORD}(?P<s1>\s+(?:of\s+)?){MON}(?P<dot>\.?)(?P<comma>,?)"
-                           rf"(?P<s2>\s+)(?P<year>\d{{4}})\b"),
+    "dmy_name": re.compile(rf"\b(?P<day>\d{{1,2}}){ORD}(?P<s1>\s+(?:of\s+)?|[-/.]|){MON_ANY_CASE}(?P<dot>\.?)"
+                           rf"(?P<comma>,?)(?P<s2>\s+|[-/]|){YEAR}\b"),
     "my_name": re.compile(rf"\b{MON}(?P<dot>\.?)(?P<s1>\s+)(?P<year>\d{{4}})\b"),
     "iso": re.compile(r"(?<![\d-])(?P<year>\d{4})-(?P<month>\d{1,2})-(?P<day>\d{1,2})(?!\d)"),
     "ymd_slash": re.compile(r"(?<![\d/])(?P<year>\d{4})/(?P<month>\d{1,2})/(?P<day>\d{1,2})(?![\d/])"),
+    "ymd_dot": re.compile(r"(?<![\d.])(?P<year>(?:1[89]|2\d)\d{2})\.(?P<month>\d{1,2})\.(?P<day>\d{1,2})(?!\d|\.\d)"),
     "dmy_dot": re.compile(r"(?<![\d.])(?P<day>\d{1,2})\.(?P<month>\d{1,2})\.(?P<year>\d{4})(?!\d|\.\d)"),
     "us": re.compile(r"(?<![\d/.-])(?P<month>\d{1,2})(?P<sep>[/-])(?P<day>\d{1,2})(?P=sep)(?P<year>\d{4}|\d{2})"
                      r"(?![\d/-])"),
     "compact": re.compile(r"(?<!\w)(?<!\d\.)(?P<year>(?:19|20)\d{2})(?P<month>0[1-9]|1[0-2])"
                           r"(?P<day>0[1-9]|[12]\d|3[01])(?!\w|\.\d)"),
 }
+FULL_MONTHS = "|".join(f"{m}|{m.upper()}" for m in MONTHS if m != "May") + "|Sept|SEPT"
+DATE_CUE = (r"(?:on|in|since|from|until|till|to|by|with|dated|seen|before|after|due|visit|admitted|discharged|"
+            r"compared|DOS|date|cath|surgery|CABG|MI)")
 BARE = (re.compile(rf"\b{MON}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?\b"),  # March 4 / 4 March: no year, cannot shift
-        re.compile(rf"\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{MON}\b"))
+        re.compile(rf"\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{MON}\b"),
+        re.compile(rf"\b(?:{FULL_MONTHS})\b"),  # a month alone ("since November")
+        # month/day without a year, only after a word that announces a date ("5/5 strength" is an exam grade)
+        # ... and a month/yy ("CABG in 3/80")
+        re.compile(rf"\b{DATE_CUE}:?\s+(?P<bare>(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9]|\d{{2}}))(?![\d/])",
+                   re.IGNORECASE))
 
 
 def date_spans(text: str, offset_days: int | None,
@@ -55,12 +67,16 @@ def date_spans(text: str, offset_days: int | None,
     `protected` holds ISO dates never to be shifted, only hidden (the birth date of a patient over 89: even a
     shifted year would tell the age).
     """
+    if re.search(r"\d", text) is None:  # every date but a month alone holds a digit
+        yield from ((m.start(), m.end(), "DATE", "[DATE]") for m in BARE[2].finditer(text))
+        return
     for name, pattern in PATTERNS.items():
         for m in pattern.finditer(text):
             hide = offset_days is None or _original_iso(m) in protected
             yield _span(m, FORMATTERS[name], None if hide else offset_days)
     for pattern in BARE:  # inside a full date they merge into it; alone they become [DATE]
-        yield from ((m.start(), m.end(), "DATE", "[DATE]") for m in pattern.finditer(text))
+        group = "bare" if "bare" in pattern.groupindex else 0
+        yield from ((m.start(group), m.end(group), "DATE", "[DATE]") for m in pattern.finditer(text))
 
 
 def _span(m: re.Match[str], formatter: Callable, offset_days: int | None) -> tuple[int, int, str, str]:
@@ -105,7 +121,7 @@ def _month_word(original: str, month: int) -> str:
     """The new month in the original's style: full or abbreviated, Title or UPPER case."""
     name = MONTHS[month - 1]
     word = name if original.lower() in {m.lower() for m in MONTHS} else name[:3]
-    return word.upper() if original.isupper() else word
+    return word.upper() if original.isupper() else word.lower() if original.islower() else word
 
 
 def _ordinal(day: int) -> str:
@@ -133,8 +149,8 @@ def _named(m: re.Match[str], offset_days: int) -> str:
         return f"{mon}{m['s1']}{y:04d}"
     day_text = _pad(day, d) + (_ordinal(d) if m["suf"] else "")
     if m.re is PATTERNS["mdy_name"]:
-        return f"{mon}{m['s1']}{day_text}{m['comma']}{m['s2']}{y:04d}"
-    return f"{day_text}{m['s1']}{mon}{m['comma']}{m['s2']}{y:04d}"
+        return f"{mon}{m['s1']}{day_text}{m['comma']}{m['s2']}{_ymd_year(m, y)}"
+    return f"{day_text}{m['s1']}{mon}{m['comma']}{m['s2']}{_ymd_year(m, y)}"
 
 
 FORMATTERS: dict[str, Callable[[re.Match[str], int], str]] = {

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from tasks.deid.text import EMAIL, MRN_LABELLED, PHONE, SSN
 from tasks.deid.text_dates import PATTERNS as DATE_PATTERNS
+from tasks.deid.text_patterns import EMAIL, MRN_LABELLED, PHONE, SSN
 
 TEXT_SUFFIXES = frozenset({".md", ".html", ".htm", ".json", ".jsonl", ".ndjson", ".yaml", ".yml", ".txt", ".csv",
                            ".tsv", ".py", ".mlmodel", ".log", ".ini", ".cfg", ".toml", ".xml"})

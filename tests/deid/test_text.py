@@ -21,7 +21,7 @@ KNOWN = KnownIdentifiers(patient_names=["John Canaryman"], staff_names=["Mary O'
     ("call 201.555.0134 or (973) 555-1212", "call [PHONE] or [PHONE]"),
     ("SSN 123 45 6789, other 987-65-4321", "SSN [SSN], other [SSN]"),
     ("mail canary@example.org", "mail [EMAIL]"),
-    ("lives at 12 Maple Ave, NJ 07030; 400 Elm Street", "lives at [ADDRESS], NJ [ADDRESS]; [ADDRESS]"),
+    ("lives at 12 Maple Ave, NJ 07030; 400 Elm Street", "lives at [ADDRESS]; [ADDRESS]"),
     ("Accession ACC0100000007", "Accession [ID]"),
     ("RADIOLOGY - ST. CANARY MEDICAL CENTER", "RADIOLOGY - [ORG]"),
     ("a 93-year-old, aged 95, a 45 year old", "a 90+-year-old, aged 90+, a 45 year old"),

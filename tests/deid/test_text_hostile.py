@@ -8,14 +8,15 @@ import time
 
 import pytest
 
-from tasks.deid import KnownIdentifiers, scrub_text
-from tasks.deid import text as text_module
+from tasks.deid import KnownIdentifiers, scrub_text, text_contact, text_names
+from tasks.deid import text_patterns as text_module
 from tasks.deid.text_dates import BARE, PATTERNS
 
 KNOWN = KnownIdentifiers(patient_names=["John Canaryman"], mrns=["CANARYMRN9"], phones=["(201) 555-0134"],
                          emails=["canary@example.org"], addresses=["12 Maple Ave"])
 MB = 1_000_000
-ALL_PATTERNS = {**{k: v for k, v in vars(text_module).items() if isinstance(v, re.Pattern)},
+ALL_PATTERNS = {**{f"{m.__name__}.{k}": v for m in (text_module, text_contact, text_names)
+                   for k, v in vars(m).items() if isinstance(v, re.Pattern)},
                 **{f"date.{k}": v for k, v in PATTERNS.items()}, **{f"date.bare{i}": v for i, v in enumerate(BARE)}}
 
 
@@ -54,6 +55,6 @@ def test_emails_are_still_scrubbed(text, expected):
 
 
 def test_shape_pattern_shared_with_the_phi_scan_still_finds_emails():
-    """tasks/registry/phi_scan.py searches with text.EMAIL itself."""
+    """tasks/registry/phi_scan.py searches with text_patterns.EMAIL itself."""
     assert text_module.EMAIL.search("reach me at someone.else@example.net today")
     assert not text_module.EMAIL.search("a" * 10_000)
