@@ -5,7 +5,8 @@
 
 Corpora:
 - **presidio-evaluator**: Microsoft's synthetic PHI sentences (presidio-evaluator 0.3.2's 209 templates filled by its
-  fake-person records and Faker, every entity labelled by construction), `--sentences` of them with `--seed`. Its
+  fake-person records and Faker, every entity labelled by construction), `--sentences` of them with `--seed`; once
+  with its records of 30 countries (foreign addresses and national phone formats), once with its US people only. Its
   hospital provider would query Wikidata; it is given the package's own default list instead (no network).
   Installed by `make bench-deid` (its pins conflict with ours, so it goes in with --no-deps beside Presidio).
 - **i2b2 (philter-lite)**: the five surrogate-PHI notes of the i2b2 2014 de-identification corpus that philter-lite
@@ -18,8 +19,9 @@ Scoring is per token (a word or a run of digits), as Philter reports it: a label
 characters is replaced. Recall per PHI type = caught / labelled tokens. Precision = replaced tokens inside any
 labelled entity / replaced tokens (an entity labelled but not PHI, e.g. a company, counts as neither a miss nor a
 false alarm). Types that are not PHI under HIPAA Safe Harbor (states, countries, nationalities, titles, companies,
-a year or a weekday alone, ages up to 89) are scored for precision only. Targets (issue 17): recall >= 0.99 for
-names, IDs and dates, >= 0.98 overall; precision >= 0.90.
+a year or a weekday alone, ages up to 89, the time after a date) are scored for precision only, and so are the
+parts of an address label that are a state, a country or a template's connecting words ("the corner of ... and").
+Targets (issue 17): recall >= 0.99 for names, IDs and dates, >= 0.98 overall; precision >= 0.90.
 """
 
 from __future__ import annotations
@@ -107,11 +109,14 @@ class Score:
                 "top_false_alarms": self.false_alarms.most_common(15)}
 
 
-def presidio_corpus(n: int, seed: int) -> list[Labelled]:
-    """Synthetic PHI sentences from presidio-evaluator (city split from state/country: only a city is PHI)."""
+def presidio_corpus(n: int, seed: int, us_only: bool = False) -> list[Labelled]:
+    """Synthetic PHI sentences from presidio-evaluator (city split from state/country: only a city is PHI); with
+    `us_only`, filled from the 103 United States people of its 3,000 fake-person records (HIPAA's home ground)
+    instead of all 30 countries'."""
     try:
         from presidio_evaluator.data_generator import PresidioSentenceFaker
         from presidio_evaluator.data_generator.faker_extensions import providers
+        from presidio_evaluator.data_generator.faker_extensions.datasets import load_fake_person_df
     except ImportError:
         sys.exit("presidio-evaluator is not installed: run `make bench-deid` (it installs it, then runs this)")
 
@@ -125,8 +130,11 @@ def presidio_corpus(n: int, seed: int) -> list[Labelled]:
                         for p in psf.presidio_additional_entity_providers]
     mapping = {**PresidioSentenceFaker.ENTITY_TYPE_MAPPING, "city": "CITY", "hospital_name": "HOSPITAL",
                "age": "AGE"}
+    records = load_fake_person_df()
+    records = records[records["country"] == "United States"] if us_only else records
     faker = PresidioSentenceFaker("en_US", lower_case_ratio=0.05, entity_providers=entity_providers,
-                                  entity_type_mapping=mapping, random_seed=seed)
+                                  entity_type_mapping=mapping, random_seed=seed, base_records=records)
+    not_phi = _not_phi_in_addresses(load_fake_person_df())
     docs = []
     for sample in faker.generate_new_fake_sentences(n):
         # some templates hold a literal backslash-n for a line break: made a real one, offsets kept (2 chars)
@@ -143,9 +151,40 @@ def presidio_corpus(n: int, seed: int) -> list[Labelled]:
             if phi == "DATE":  # a time of day after the date is not PHI once the date is shifted
                 time_of_day = TIME_OF_DAY.search(text, span.start_position, end)
                 end = time_of_day.start() if time_of_day else end
-            entities.append((span.start_position, end, phi))
+            if phi == "ADDRESS":  # a state, a country or the template's "the corner of ... and" is not PHI
+                entities.extend(_split_address(text, span.start_position, end, not_phi))
+            else:
+                entities.append((span.start_position, end, phi))
         docs.append(Labelled(text, entities))
     return docs
+
+
+US_STATES = ("Alabama Alaska Arizona Arkansas California Colorado Connecticut Delaware Florida Georgia Hawaii Idaho "
+             "Illinois Indiana Iowa Kansas Kentucky Louisiana Maine Maryland Massachusetts Michigan Minnesota "
+             "Mississippi Missouri Montana Nebraska Nevada Ohio Oklahoma Oregon Pennsylvania Tennessee Texas Utah "
+             "Vermont Virginia Washington Wisconsin Wyoming").split() + [
+    "New Hampshire", "New Jersey", "New Mexico", "New York", "North Carolina", "North Dakota", "Rhode Island",
+    "South Carolina", "South Dakota", "West Virginia", "District of Columbia"]
+
+
+def _not_phi_in_addresses(records) -> re.Pattern:
+    """Parts of an address label that Safe Harbor does not count as PHI: states (names and codes), countries (the
+    records' own), and the connecting words of templates such as "the corner of {street} and {street}"."""
+    names = {*US_STATES, *records["state"].dropna().astype(str), *records["country"].dropna().astype(str),
+             "United States of America", "USA"}
+    codes = {*records["state_abbr"].dropna().astype(str), *records["country_code"].dropna().astype(str)}
+    alternatives = "|".join(re.escape(x) for x in sorted(names, key=len, reverse=True) if x.strip())
+    return re.compile(rf"\b(?:{alternatives})\b|\b(?:{'|'.join(map(re.escape, sorted(codes)))})\b(?=\s+\d|\s*$|,)"
+                      r"|\b(?:the corner of|and|at|near)\b")
+
+
+def _split_address(text: str, start: int, end: int, not_phi: re.Pattern) -> list[tuple[int, int, str | None]]:
+    """One address label as labelled pieces: what `not_phi` matches is labelled, not PHI; the rest is ADDRESS."""
+    out, cursor = [], start
+    for m in not_phi.finditer(text, start, end):
+        out += [(cursor, m.start(), "ADDRESS"), (m.start(), m.end(), None)]
+        cursor = m.end()
+    return [piece for piece in [*out, (cursor, end, "ADDRESS")] if piece[1] > piece[0]]
 
 
 def i2b2_corpus() -> list[Labelled]:
@@ -230,6 +269,8 @@ def main() -> None:
     random.seed(args.seed)
     results = {}
     for name, docs in (("presidio-evaluator synthetic sentences", presidio_corpus(args.sentences, args.seed)),
+                       ("presidio-evaluator synthetic sentences, US people only",
+                        presidio_corpus(args.sentences, args.seed, us_only=True)),
                        ("i2b2 2014 sample notes (philter-lite)", i2b2_corpus()),
                        ("mmfm synthetic notes, extract identifiers known", mmfm_corpus(args.patients, args.seed, True)),
                        ("mmfm synthetic notes, nothing known", mmfm_corpus(args.patients, args.seed, False))):

@@ -33,7 +33,8 @@ LONG_NUMBER = re.compile(r"(?<![\w.])\d{7,}(?!\w|\.\d)")
 CARD = re.compile(r"(?<![\w-])\d{4}(?:[ -]\d{4}){2,3}(?:[ -]\d{1,4})?(?![\w-])")  # card / account numbers
 IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b")
 MIXED_ID = re.compile(r"\b(?=[A-Z0-9-]{0,30}\d{4})(?=[A-Z0-9-]{0,30}[A-Z])[A-Z0-9][A-Z0-9-]{5,40}\b"  # "D12-3456"
-                      r"|\b[A-Z]{2,}\d{3,}[A-Z0-9]*(?:/\d{3,})?\b")  # "XW277/90683" (a mutation, V600E, stays)
+                      r"|\b[A-Z]{2,}\d{3,}[A-Z0-9]*(?:/\d{3,})?\b"  # "XW277/90683" (a mutation, V600E, stays)
+                      r"|\b[a-z]{1,2}\d{6,20}\b")  # a licence number typed in lower case: "cs6518017"
 DASHED_ID = re.compile(r"(?<![\w-])\d{2,4}(?:-\d{1,4}){2,4}(?![\w-])")  # "560-40-78-5"
 PHONE_LABELLED = re.compile(r"\b(?:pager|beeper|pgr|bleep|ext|extension)\.?\s*(?:#|no\.?|number)?\s*:?\s*(\d{3,6})\b",
                             re.IGNORECASE)

@@ -64,6 +64,9 @@ def test_dates_in_more_clinical_formats(text, expected):
     ("lives at 12 Canary Crescent", "lives at [ADDRESS]"),
     ("PO Box 4471, then 9 Wren Mews", "[ADDRESS], then [ADDRESS]"),
     ("pager 84710", "pager [PHONE]"),
+    ("licence cs6518017, card 4111 1111 1111 1111, IBAN GB38EMUB18159083016613",
+     "licence [ID], card [ID], IBAN [ID]"),
+    ("BRAF V600E, EGFR T790M, vitamin B12", "BRAF V600E, EGFR T790M, vitamin B12"),  # not identifiers
     ("call 650-752-7354x549", "call [PHONE]"),  # with an extension
     ("tel 05.06.52.16.25 or 0380 7558505", "tel [PHONE] or [PHONE]"),  # national formats
     ("K 4.1 5.0 3.9, doses 0.25 0.5 1.0 mg", "K 4.1 5.0 3.9, doses 0.25 0.5 1.0 mg"),  # values, not numbers dialled
