@@ -13,21 +13,19 @@ PHI stays inside: raw UIDs are only grouped on inside `scan_headers` (a group is
 bytes), rows carry pseudonyms, keyed UIDs, shifted dates and allow-listed codes from the de-identified dataset
 (tasks.deid.dicom.staged_fields), images at risk of burned-in text are read by OCR before they pass
 (tasks.deid.pixels, a chunk of series per Tesseract call), and messages name rules, attributes and exception types,
-never values. Reading streams, series geometry, resampling and shard files live in tasks/ingest/dicom_shards.py.
+never values. The header scan and batching live in tasks/ingest/dicom_scan.py (re-exported here: this module is the
+DICOM ingest API); reading streams, series geometry, resampling and shard files in tasks/ingest/dicom_shards.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import math
 import warnings
-import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 from pydicom import config as pydicom_config
@@ -37,13 +35,13 @@ from tasks.deid import DeidError, DicomDeidResult, Pseudonymizer, deidentify_dat
 from tasks.deid.dicom import staged_fields
 from tasks.deid.pixels import PixelRequest, request, screen
 from tasks.ingest.accounting import BatchResult
+from tasks.ingest.dicom_scan import SOURCE, SeriesGroup, SeriesItem, batch_series, item_bytes, reject, scan_headers
 from tasks.ingest.dicom_shards import (
     AIR_HU,
     Decoded,
     assemble,
     decode,
     int_value,
-    is_zip,
     most_common,
     read_dicom,
     resample_images,
@@ -51,11 +49,10 @@ from tasks.ingest.dicom_shards import (
     value_stats,
     write_shard,
 )
-from tasks.ingest.landing import Extract, LandedFile, object_path, object_uri
-from tasks.ingest.quarantine import Rejection
 
+__all__ = ["ImagingConfig", "SeriesGroup", "SeriesItem", "batch_series", "imaging_config", "ingest_series_batch",
+           "prepare_readers", "scan_headers"]
 log = logging.getLogger(__name__)
-SOURCE = "dicom"
 TABLE = "imaging"
 VOLUME_MODALITIES = frozenset({"CT", "MR", "PT"})  # stacked into volumes; anything else is a set of 2D images
 # Geometry sanity limits (rule dicom.geometry_limits), checked before anything is allocated for them: a header may
@@ -85,176 +82,6 @@ class ImagingConfig:
             if len(value) != n or min(value) <= 0:
                 raise ValueError(f"ingest.imaging.{name} must be {n} positive numbers")
             object.__setattr__(self, name, value)
-
-
-@dataclass(frozen=True)
-class SeriesItem:
-    """One DICOM file to ingest, named by where it lies in landing (never by its original path)."""
-
-    uri: str  # data/landing/objects/ab/<sha>, or .../<sha>!<member index> for a zip member
-    object_sha256: str  # the landed object: the file itself, or the zip archive holding it
-    sha256: str  # of the item's own bytes (equals object_sha256 for a loose file)
-    member: int | None = None  # index in the archive's infolist()
-    instance_number: int | None = None
-
-    @property
-    def order(self) -> tuple:
-        return self.instance_number is None, self.instance_number or 0, self.sha256, self.uri
-
-
-@dataclass(frozen=True)
-class SeriesGroup:
-    """The items of one series, sorted; `key` hashes their bytes' sha256s, so no UID leaves `scan_headers`."""
-
-    key: str
-    items: tuple[SeriesItem, ...]
-
-    @classmethod
-    def of(cls, items: list[SeriesItem]) -> SeriesGroup:
-        items = sorted(items, key=lambda i: i.order)
-        return cls(hashlib.sha256("\n".join(i.sha256 for i in items).encode()).hexdigest(), tuple(items))
-
-
-@dataclass(frozen=True)
-class _Header:
-    """What the scan keeps of a header while grouping; raw UIDs, so it never leaves `scan_headers`."""
-
-    series_uid: str = field(repr=False)
-    sop_uid: str = field(repr=False)
-    instance_number: int | None
-
-
-# ------------------------------------------------------------------------------------------------ helpers
-def _item_bytes(item: SeriesItem, landing: Path) -> bytes:
-    """The item's bytes, checked against the sha256 the scan saw (landing is immutable; this proves it)."""
-    path = object_path(landing, item.object_sha256)
-    if item.member is None:
-        data = path.read_bytes()
-    else:
-        with zipfile.ZipFile(path) as zf:
-            data = zf.read(zf.infolist()[item.member])
-    if hashlib.sha256(data).hexdigest() != item.sha256:
-        raise OSError("item changed since the header scan")
-    return data
-
-
-def _text(ds: Dataset, keyword: str) -> str:
-    return str(ds.get(keyword, "") or "").strip("\x00 \t\r\n")  # UIDs may be NUL-padded
-
-
-def _reject(item: SeriesItem, stage: str, rule: str, message: str) -> Rejection:
-    location = "" if item.member is None else f"member {item.member}"
-    return Rejection(source_uri=item.uri, sha256=item.object_sha256, location=location, source=SOURCE, stage=stage,
-                     rule=rule, message=message)
-
-
-# ------------------------------------------------------------------------------------------------ scan
-def _check_header(item: SeriesItem, ds: Dataset, truncated: bool) -> _Header | Rejection:
-    if truncated:
-        return _reject(item, "ingest", "dicom.readable", "DICOM header is truncated (the file ends inside it)")
-    meta = getattr(ds, "file_meta", Dataset())
-    sop_class = _text(ds, "SOPClassUID") or _text(meta, "MediaStorageSOPClassUID")
-    if sop_class and "Rows" not in ds:
-        return _reject(item, "ingest", "dicom.not_image",
-                       "no image pixel module: not an image (a report, a DICOMDIR, a presentation state)")
-    missing = [kw for kw, ok in (("SOPClassUID", sop_class), ("SeriesInstanceUID", _text(ds, "SeriesInstanceUID")),
-                                 ("PatientID", _text(ds, "PatientID"))) if not ok]
-    if missing:
-        return _reject(item, "ingest", "dicom.required", f"required attribute missing or empty: {', '.join(missing)}")
-    return _Header(_text(ds, "SeriesInstanceUID"), _text(ds, "SOPInstanceUID") or item.sha256,
-                   int_value(ds, "InstanceNumber"))
-
-
-def _header_of(item: SeriesItem, fp: BinaryIO) -> _Header | Rejection:
-    try:
-        with pydicom_config.disable_value_validation():  # validation warnings quote values
-            ds, truncated = read_dicom(fp, headers_only=True)
-            return _check_header(item, ds, truncated)
-    except Exception as exc:  # anything a damaged or foreign file makes pydicom raise; its message may quote bytes
-        return _reject(item, "ingest", "dicom.readable", f"not a readable DICOM file ({type(exc).__name__})")
-
-
-def _scan_archive(landed: LandedFile, path: Path, uri: str) -> Iterator[tuple[SeriesItem, _Header | Rejection]]:
-    try:
-        zf = zipfile.ZipFile(path)
-    except Exception as exc:
-        item = SeriesItem(uri, landed.sha256, landed.sha256)
-        yield item, _reject(item, "ingest", "dicom.readable", f"zip archive cannot be opened ({type(exc).__name__})")
-        return
-    with zf:
-        for index, info in enumerate(zf.infolist()):
-            if info.is_dir():
-                continue  # structure, not an item
-            try:
-                data = zf.read(info)
-            except Exception as exc:
-                item = SeriesItem(f"{uri}!{index}", landed.sha256, landed.sha256, index)
-                yield item, _reject(item, "ingest", "dicom.readable",
-                                    f"zip member cannot be read ({type(exc).__name__})")
-                continue
-            item = SeriesItem(f"{uri}!{index}", landed.sha256, hashlib.sha256(data).hexdigest(), index)
-            yield item, _header_of(item, io.BytesIO(data))
-
-
-def _scan_object(landed: LandedFile, landing: Path) -> Iterator[tuple[SeriesItem, _Header | Rejection]]:
-    path, uri = object_path(landing, landed.sha256), object_uri(landing, landed.sha256)
-    if is_zip(path):
-        yield from _scan_archive(landed, path, uri)
-        return
-    item = SeriesItem(uri, landed.sha256, landed.sha256)
-    with open(path, "rb") as fh:
-        yield item, _header_of(item, fh)
-
-
-def scan_headers(extract: Extract, landing: Path, site: str) -> tuple[list[SeriesGroup], BatchResult]:
-    """First pass, headers only: count every item, reject unreadable ones, group the rest by series.
-
-    Within a series a repeated SOP instance (the same file twice, or in a zip and loose) is kept once, the first in
-    item order; the repeats are rejected as `dicom.duplicate`. Groups come back sorted by key.
-    """
-    result = BatchResult(source=SOURCE)
-    series: dict[str, list[tuple[str, SeriesItem]]] = {}
-    for landed in extract.files:
-        for item, header in _scan_object(landed, landing):
-            result.received += 1
-            if isinstance(header, Rejection):
-                result.rejections.append(header)
-                continue
-            series.setdefault(header.series_uid, []).append(
-                (header.sop_uid, replace(item, instance_number=header.instance_number)))
-    groups = []
-    for entries in series.values():
-        seen: set[str] = set()
-        items = []
-        for sop_uid, item in sorted(entries, key=lambda e: e[1].order):
-            if sop_uid in seen:
-                result.rejections.append(_reject(item, "ingest", "dicom.duplicate",
-                                                 "another item of the series holds the same SOP instance"))
-            else:
-                seen.add(sop_uid)
-                items.append(item)
-        groups.append(SeriesGroup.of(items))
-    log.info("dicom scan of site %s: %d items, %d series, %d rejected", site, result.received, len(groups),
-             result.quarantined)
-    return sorted(groups, key=lambda g: g.key), result
-
-
-def batch_series(groups: list[SeriesGroup], max_items: int = 64) -> list[list[SeriesGroup]]:
-    """Pack whole series, in order, into batches of at most `max_items` items (a bigger series gets its own)."""
-    if max_items < 1:
-        raise ValueError("max_items must be at least 1")
-    batches: list[list[SeriesGroup]] = []
-    current: list[SeriesGroup] = []
-    size = 0
-    for group in groups:
-        if current and size + len(group.items) > max_items:
-            batches.append(current)
-            current, size = [], 0
-        current.append(group)
-        size += len(group.items)
-    if current:
-        batches.append(current)
-    return batches
 
 
 # ------------------------------------------------------------------------------------------------ ingest
@@ -290,10 +117,10 @@ def _load(item: SeriesItem, landing: Path, keys: Pseudonymizer, site: str, cfg: 
     pass."""
 
     def drop(stage: str, rule: str, message: str) -> None:
-        result.rejections.append(_reject(item, stage, rule, message))
+        result.rejections.append(reject(item, stage, rule, message))
 
     try:
-        data = _item_bytes(item, landing)
+        data = item_bytes(item, landing)
         with pydicom_config.disable_value_validation():
             ds, truncated = read_dicom(io.BytesIO(data), headers_only=False)
     except Exception as exc:
@@ -354,7 +181,7 @@ def _screened(chunk: list[list[_Loaded]], result: BatchResult) -> list[list[tupl
                 continue
             reasons = (*x.deid.burned_in_reasons, verdict.reason)
             result.deid.add_dicom(replace(x.deid, burned_in_risk=True, burned_in_reasons=reasons), x.item.sha256)
-            result.rejections.append(_reject(x.item, "deidentify", f"dicom.{verdict.rule}", verdict.message))
+            result.rejections.append(reject(x.item, "deidentify", f"dicom.{verdict.rule}", verdict.message))
         out.append(kept)
     return out
 
@@ -384,7 +211,7 @@ def _one_patient_and_study(loaded: list[tuple[Decoded, dict]], result: BatchResu
     common = most_common(loaded, ident)
     for entry in loaded:
         if ident(entry) != common:
-            result.rejections.append(_reject(entry[0].ref, "ingest", "dicom.series_mixed",
+            result.rejections.append(reject(entry[0].ref, "ingest", "dicom.series_mixed",
                                              "instance names another patient or study than the rest of its series"))
     return [entry for entry in loaded if ident(entry) == common]
 
@@ -413,17 +240,17 @@ def _series(loaded: list[tuple[Decoded, dict]], site: str, cfg: ImagingConfig,
     loaded = _one_patient_and_study(loaded, result)
     fields = {d.ref: f for d, f in loaded}
 
-    def reject(d: Decoded, message: str) -> None:
-        result.rejections.append(_reject(d.ref, "ingest", "dicom.series_geometry", message))
+    def refuse_geometry(d: Decoded, message: str) -> None:
+        result.rejections.append(reject(d.ref, "ingest", "dicom.series_geometry", message))
 
     def refuse(items: list[Decoded], message: str) -> None:
         for d in items:
-            result.rejections.append(_reject(d.ref, "ingest", "dicom.geometry_limits", message))
+            result.rejections.append(reject(d.ref, "ingest", "dicom.geometry_limits", message))
 
     modality = loaded[0][1]["modality"]
     if sum(d.pixels.nbytes for d, _ in loaded) > cfg.max_series_mb * 2**20:  # before np.stack copies them
         return refuse([d for d, _ in loaded], _over_budget("its pixels", cfg))
-    series = assemble([d for d, _ in loaded], modality in VOLUME_MODALITIES, reject)
+    series = assemble([d for d, _ in loaded], modality in VOLUME_MODALITIES, refuse_geometry)
     if series is None:
         return None
     if modality in VOLUME_MODALITIES and (problem := _volume_limits(series.stack.shape, series.spacing, cfg)):
