@@ -8,6 +8,7 @@ every tree hash, and a rerun reuses (and replaces) the same temporary name inste
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -65,3 +66,13 @@ def fresh_dir(path: Path) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     return staging
+
+
+def write_content_addressed(data: bytes, directory: Path, prefix: str, suffix: str) -> Path:
+    """`directory/<prefix><sha256[:16]><suffix>`, written atomically unless it exists: a rerun rewrites nothing and a
+    kill leaves no torn file (image shards, stored DICOM objects)."""
+    path = directory / f"{prefix}{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        write_bytes(path, data)
+    return path

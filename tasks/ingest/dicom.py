@@ -2,7 +2,8 @@
 
     groups, scan = scan_headers(extract, landing, site)         # headers only: every item counted, bad ones rejected
     for batch in batch_series(groups, max_items=64):             # whole series per batch, deterministic packing
-        part = ingest_series_batch(batch, landing, staged, keys, site, cfg)   # -> rows of "imaging" + one shard
+        part = ingest_series_batch(batch, landing, staged, keys, site, cfg)   # -> "imaging" rows + one shard,
+                                                                               #    "objects" rows + object files
 
 An item is one DICOM file: a landed file, or one member of a landed zip archive (read in memory, never extracted;
 named `data/landing/objects/ab/<sha>!<member index>`, never by the member's name, which may hold PHI). `scan` counts
@@ -14,7 +15,10 @@ bytes), rows carry pseudonyms, keyed UIDs, shifted dates and allow-listed codes 
 (tasks.deid.dicom.staged_fields), images at risk of burned-in text are read by OCR before they pass
 (tasks.deid.pixels, a chunk of series per Tesseract call), and messages name rules, attributes and exception types,
 never values. The header scan and batching live in tasks/ingest/dicom_scan.py (re-exported here: this module is the
-DICOM ingest API); reading streams, series geometry, resampling and shard files in tasks/ingest/dicom_shards.py.
+DICOM ingest API); reading streams, series geometry, resampling and shard files in tasks/ingest/dicom_shards.py;
+multi-frame items (enhanced volumes via functional groups, cine frames) in tasks/ingest/dicom_multiframe.py;
+non-image objects (SR, SEG, RT, KO, PR, waveforms, PDF) in tasks/ingest/dicom_objects.py. A series of a modality the
+model has no encoder for (SHARD_MODALITIES) is indexed with its geometry and acquisition columns and a null shard.
 """
 
 from __future__ import annotations
@@ -33,8 +37,13 @@ from pydicom.dataset import Dataset
 
 from tasks.deid import DeidError, DicomDeidResult, Pseudonymizer, deidentify_dataset
 from tasks.deid.dicom import staged_fields
+from tasks.deid.dicom_acquisition import COLUMNS as ACQUISITION
+from tasks.deid.dicom_acquisition import acquisition_fields
 from tasks.deid.pixels import PixelRequest, request, screen
 from tasks.ingest.accounting import BatchResult
+from tasks.ingest.dicom_multiframe import assemble_multiframe, decode_frames
+from tasks.ingest.dicom_objects import TABLE as OBJECTS_TABLE
+from tasks.ingest.dicom_objects import ingest_object_group
 from tasks.ingest.dicom_scan import SOURCE, SeriesGroup, SeriesItem, batch_series, item_bytes, reject, scan_headers
 from tasks.ingest.dicom_shards import (
     AIR_HU,
@@ -55,6 +64,9 @@ __all__ = ["ImagingConfig", "SeriesGroup", "SeriesItem", "batch_series", "imagin
 log = logging.getLogger(__name__)
 TABLE = "imaging"
 VOLUME_MODALITIES = frozenset({"CT", "MR", "PT"})  # stacked into volumes; anything else is a set of 2D images
+# Series the model has an encoder for (tasks/training/curated_dataset.py MODALITIES_3D / MODALITIES_2D) get their array
+# in a shard; the others (MG, NM, US, XA, ...) are indexed with their geometry and a null shard, kept for later use.
+SHARD_MODALITIES = frozenset({"CT", "MR", "PT", "DX", "CR"})
 # Geometry sanity limits (rule dicom.geometry_limits), checked before anything is allocated for them: a header may
 # claim any matrix and any spacing, and MONAI allocates whatever the resampling asks for (one CT series with
 # PixelSpacing 1e7 asked for 40 PB and failed the whole extract). The series goes to quarantine; the rest ingests.
@@ -88,14 +100,15 @@ class ImagingConfig:
 def _fields(deid: DicomDeidResult, keys: Pseudonymizer) -> dict:
     """The row's identity columns: the pseudonym, and what tasks.deid.dicom.staged_fields lets out of the
     de-identified dataset (keyed UIDs, the shifted date, allow-listed codes; never free text)."""
-    return {"patient_id": deid.patient_pseudonym, **staged_fields(deid.dataset, keys)}
+    fields = staged_fields(deid.dataset, keys)
+    return {"patient_id": deid.patient_pseudonym, **fields, **acquisition_fields(deid.dataset, fields["modality"])}
 
 
 def _unsupported(ds: Dataset) -> str | None:
-    if (int_value(ds, "NumberOfFrames") or 1) > 1:
-        return "multi-frame images are not supported yet"
-    if (int_value(ds, "SamplesPerPixel") or 1) != 1:
-        return "colour images are not supported (monochrome only)"
+    """Colour is read as luminance for multi-frame images (US cine, multi-frame captures) only."""
+    samples, multi_frame = int_value(ds, "SamplesPerPixel") or 1, (int_value(ds, "NumberOfFrames") or 1) > 1
+    if samples != 1 and not (multi_frame and samples == 3):
+        return "colour images are not supported (monochrome; a colour multi-frame image as RGB)"
     return None
 
 
@@ -156,6 +169,8 @@ def _decode(item: SeriesItem, ds: Dataset, deid: DicomDeidResult, cfg: ImagingCo
                       f"Rows x Columns x frames exceeds {MAX_PIXELS_PER_ITEM} pixels")
     try:
         with pydicom_config.disable_value_validation():
+            if (int_value(ds, "NumberOfFrames") or 1) > 1:
+                return decode_frames(item, item.order, ds), ()
             return decode(item, item.order, ds), ()
     except Exception as exc:  # decoder errors may quote header values: keep the type only
         return None, ("ingest", "dicom.pixel_decode", f"pixel data cannot be decoded ({type(exc).__name__})")
@@ -250,28 +265,37 @@ def _series(loaded: list[tuple[Decoded, dict]], site: str, cfg: ImagingConfig,
     modality = loaded[0][1]["modality"]
     if sum(d.pixels.nbytes for d, _ in loaded) > cfg.max_series_mb * 2**20:  # before np.stack copies them
         return refuse([d for d, _ in loaded], _over_budget("its pixels", cfg))
-    series = assemble([d for d, _ in loaded], modality in VOLUME_MODALITIES, refuse_geometry)
-    if series is None:
-        return None
-    if modality in VOLUME_MODALITIES and (problem := _volume_limits(series.stack.shape, series.spacing, cfg)):
-        return refuse(series.kept, problem)
-    if modality in VOLUME_MODALITIES:
+    if any(d.frames for d, _ in loaded):
+        assembled = assemble_multiframe(loaded, modality in VOLUME_MODALITIES, result)
+        if assembled is None:
+            return None
+        series, items, volume = assembled
+    else:
+        volume = modality in VOLUME_MODALITIES
+        series = assemble([d for d, _ in loaded], volume, refuse_geometry)
+        if series is None:
+            return None
+        items = series.kept
+    if volume and (problem := _volume_limits(series.stack.shape, series.spacing, cfg)):
+        return refuse(items, problem)
+    if volume:
         pad = AIR_HU if modality == "CT" else float(series.stack.min())
         array, spacing = resample_volume(series.stack, series.spacing, cfg.ct_spacing, cfg.ct_shape, pad)
         original_shape = [1, *series.stack.shape]
     else:
         array, spacing = resample_images(series.stack, series.spacing, cfg.image_size)
         original_shape = list(series.stack.shape)
-    head = fields[series.kept[0].ref]
-    result.ingested += len(series.kept)
+    head = fields[items[0].ref]
+    result.ingested += len(items)
     row = {"patient_id": head["patient_id"], "site": site, "study_id": head["study_id"],
            "series_id": head["series_id"], "modality": modality, "sop_class_uid": head["sop_class_uid"],
            "manufacturer": head["manufacturer"], "model": head["model"], "body_part": head["body_part"],
-           "n_instances": len(series.kept), "original_shape": original_shape,
+           "n_instances": len(items), "n_frames": len(series.kept), "original_shape": original_shape,
            "original_spacing": [float(s) for s in series.spacing] if series.spacing else None,
            "shape": list(array.shape), "spacing": spacing, "dtype": str(array.dtype), **value_stats(array),
            "shard": None, "key": head["series_id"], "study_date": head["study_date"],
-           "transfer_syntax": head["transfer_syntax"], "source_sha256s": [d.ref.sha256 for d in series.kept]}
+           "transfer_syntax": head["transfer_syntax"], "source_sha256s": [d.ref.sha256 for d in items],
+           **{k: head[k] for k in ACQUISITION}}
     return array, row
 
 
@@ -286,24 +310,33 @@ def ingest_series_batch(batch: list[SeriesGroup], landing: Path, staged: Path, k
     result = BatchResult(source=SOURCE)
     arrays: dict[str, np.ndarray] = {}
     rows: list[dict] = []
-    for loaded in _loaded_series(batch, landing, keys, site, cfg, result):
+    keys_seen: set[str] = set()
+    objects = [row for group in batch if group.objects
+               for row in ingest_object_group(group, landing, staged, keys, site, cfg.allow_burned_in, result)]
+    if objects:
+        result.add_rows(OBJECTS_TABLE, objects)
+    images = [group for group in batch if not group.objects]
+    for loaded in _loaded_series(images, landing, keys, site, cfg, result):
         series = _series(loaded, site, cfg, result)
         if series is None:
             continue
         array, row = series
-        if row["key"] in arrays:  # scan groups by the UID the key is made from: two groups cannot share one
+        if row["key"] in keys_seen:  # scan groups by the UID the key is made from: two groups cannot share one
             raise RuntimeError("two series of one batch de-identify to the same series id")
-        arrays[row["key"]] = array
+        keys_seen.add(row["key"])
+        if row["modality"] in SHARD_MODALITIES:
+            arrays[row["key"]] = array
         rows.append(row)
     shard = write_shard(arrays, staged / "images")
     if shard is not None:
         ref = shard.relative_to(staged.parent.parent).as_posix()
         for row in rows:
-            row["shard"] = ref
+            row["shard"] = ref if row["key"] in arrays else None
         result.files_written.append(ref)
+    if rows:
         result.add_rows(TABLE, rows)
-    log.info("dicom batch of site %s: %d series staged, %d items ingested, %d rejected", site, len(rows),
-             result.ingested, result.quarantined)
+    log.info("dicom batch of site %s: %d series and %d objects staged, %d items ingested, %d rejected", site,
+             len(rows), len(objects), result.ingested, result.quarantined)
     return result
 
 

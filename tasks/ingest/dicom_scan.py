@@ -1,6 +1,7 @@
 """The first pass of DICOM ingest, headers only: count every item (a landed file, or a member of a landed zip
-archive, read in memory), reject what cannot be read or lacks what ingest needs, group the rest by series, and pack
-whole series into batches. Raw UIDs are only grouped on here: a group is named by the hash of its items' bytes.
+archive, read in memory), reject what cannot be read or lacks what ingest needs, group the rest by series (images and
+catalogued non-image objects apart: SR, SEG, RT, KO, PR, waveforms, PDF), and pack whole series into batches.
+Raw UIDs are only grouped on here: a group is named by the hash of its items' bytes.
 tasks/ingest/dicom.py de-identifies, screens and stages the batches.
 """
 
@@ -18,6 +19,8 @@ from typing import BinaryIO
 from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
 
+from tasks.deid.dicom import sop_classes
+from tasks.deid.dicom_objects import object_kind
 from tasks.ingest.accounting import BatchResult
 from tasks.ingest.dicom_shards import int_value, is_zip, read_dicom
 from tasks.ingest.landing import Extract, LandedFile, object_path, object_uri
@@ -48,11 +51,12 @@ class SeriesGroup:
 
     key: str
     items: tuple[SeriesItem, ...]
+    objects: bool = False  # non-image objects (SR, SEG, RT, ...: tasks/ingest/dicom_objects.py), not an image series
 
     @classmethod
-    def of(cls, items: list[SeriesItem]) -> SeriesGroup:
+    def of(cls, items: list[SeriesItem], objects: bool = False) -> SeriesGroup:
         items = sorted(items, key=lambda i: i.order)
-        return cls(hashlib.sha256("\n".join(i.sha256 for i in items).encode()).hexdigest(), tuple(items))
+        return cls(hashlib.sha256("\n".join(i.sha256 for i in items).encode()).hexdigest(), tuple(items), objects)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class _Header:
     series_uid: str = field(repr=False)
     sop_uid: str = field(repr=False)
     instance_number: int | None
+    objects: bool = False  # a catalogued non-image object (tasks.deid.dicom_objects.OBJECT_KINDS)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -94,15 +99,16 @@ def _check_header(item: SeriesItem, ds: Dataset, truncated: bool) -> _Header | R
         return reject(item, "ingest", "dicom.readable", "DICOM header is truncated (the file ends inside it)")
     meta = getattr(ds, "file_meta", Dataset())
     sop_class = _text(ds, "SOPClassUID") or _text(meta, "MediaStorageSOPClassUID")
-    if sop_class and "Rows" not in ds:
+    objects = object_kind(sop_classes(ds)) is not None  # SR, SEG, RT, KO, PR, waveform, PDF: catalogued
+    if sop_class and "Rows" not in ds and not objects:
         return reject(item, "ingest", "dicom.not_image",
-                       "no image pixel module: not an image (a report, a DICOMDIR, a presentation state)")
+                       "no image pixel module and not a catalogued object class (a DICOMDIR, audio, a private class)")
     missing = [kw for kw, ok in (("SOPClassUID", sop_class), ("SeriesInstanceUID", _text(ds, "SeriesInstanceUID")),
                                  ("PatientID", _text(ds, "PatientID"))) if not ok]
     if missing:
         return reject(item, "ingest", "dicom.required", f"required attribute missing or empty: {', '.join(missing)}")
     return _Header(_text(ds, "SeriesInstanceUID"), _text(ds, "SOPInstanceUID") or item.sha256,
-                   int_value(ds, "InstanceNumber"))
+                   int_value(ds, "InstanceNumber"), objects)
 
 
 def _header_of(item: SeriesItem, fp: BinaryIO) -> _Header | Rejection:
@@ -153,17 +159,17 @@ def scan_headers(extract: Extract, landing: Path, site: str) -> tuple[list[Serie
     item order; the repeats are rejected as `dicom.duplicate`. Groups come back sorted by key.
     """
     result = BatchResult(source=SOURCE)
-    series: dict[str, list[tuple[str, SeriesItem]]] = {}
+    series: dict[tuple[bool, str], list[tuple[str, SeriesItem]]] = {}
     for landed in extract.files:
         for item, header in _scan_object(landed, landing):
             result.received += 1
             if isinstance(header, Rejection):
                 result.rejections.append(header)
                 continue
-            series.setdefault(header.series_uid, []).append(
+            series.setdefault((header.objects, header.series_uid), []).append(
                 (header.sop_uid, replace(item, instance_number=header.instance_number)))
     groups = []
-    for entries in series.values():
+    for (objects, _), entries in series.items():
         seen: set[str] = set()
         items = []
         for sop_uid, item in sorted(entries, key=lambda e: e[1].order):
@@ -173,7 +179,7 @@ def scan_headers(extract: Extract, landing: Path, site: str) -> tuple[list[Serie
             else:
                 seen.add(sop_uid)
                 items.append(item)
-        groups.append(SeriesGroup.of(items))
+        groups.append(SeriesGroup.of(items, objects))
     log.info("dicom scan of site %s: %d items, %d series, %d rejected", site, result.received, len(groups),
              result.quarantined)
     return sorted(groups, key=lambda g: g.key), result

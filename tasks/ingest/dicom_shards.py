@@ -15,10 +15,7 @@ MONAI's spatial transforms see the volume as (1, x, y, z) with an affine diag(x,
 
 from __future__ import annotations
 
-import hashlib
 import io
-import os
-import tempfile
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
@@ -32,6 +29,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from tasks.atomic import write_content_addressed
 
 AIR_HU = -1024.0  # what CT volumes are padded with: zero would be water, a bright frame around every scan
 POSITION_TOL_MM = 0.01  # two slices closer than this along the normal are one position (a duplicate)
@@ -53,6 +52,7 @@ class Decoded:
     orientation: tuple[float, ...] | None  # ImageOrientationPatient (row cosines, column cosines)
     pixel_spacing: tuple[float, float] | None  # PixelSpacing (row, col) mm, ImagerPixelSpacing if absent
     slice_spacing: float | None  # SpacingBetweenSlices, else SliceThickness
+    frames: list[Decoded] | None = None  # a multi-frame item: one Decoded per frame (pixels then (n, rows, cols))
 
 
 @dataclass
@@ -303,20 +303,7 @@ def write_shard(arrays: dict[str, np.ndarray], directory: Path) -> Path | None:
     """Write the arrays as `shard-<sha256[:16]>.npz` (content-addressed: a rerun rewrites nothing); None if empty."""
     if not arrays:
         return None
-    data = npz_bytes(arrays)
-    path = directory / f"shard-{hashlib.sha256(data).hexdigest()[:16]}.npz"
-    if path.exists():
-        return path
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".incoming-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_content_addressed(npz_bytes(arrays), directory, "shard-", ".npz")
 
 
 def value_stats(array: np.ndarray) -> dict[str, float]:

@@ -33,7 +33,8 @@ from tasks.ingest.quarantine import Rejection
 from tasks.validation.gx_suites import ROW, Compiled, GxRun, Scope, compile_rule, split_map
 
 __all__ = ["QuarantinedRow", "RuleOutcome", "TableReport", "ValidationReport", "check_model_inputs", "validate_tables"]
-SOURCE_OF = {"imaging": "dicom", "omics": "omics", "omics_features": "omics", "cohort": "staged"}  # else fhir
+SOURCE_OF = {"imaging": "dicom", "objects": "dicom", "omics": "omics", "omics_features": "omics",
+             "cohort": "staged"}  # else fhir
 QUARANTINE_SCHEMA = {"table": pl.String, "row": pl.UInt32, "row_key": pl.String, "rule": pl.String,
                      "policy": pl.String, "contract_version": pl.String, "source_sha256": pl.String}
 

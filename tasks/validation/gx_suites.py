@@ -257,8 +257,9 @@ def _tensor(e: Expectation, c: Compiled, s: Scope) -> Compiled:
 
 
 def _not_null(e: Expectation, c: Compiled, s: Scope) -> Compiled:
-    col = e.args["column"]
-    return replace(c, parts=(Part(pl.col(col).is_null(), ("ExpectColumnValuesToNotBeNull", {"column": col})),))
+    """Optionally only where column `by` is one of `values` (imaging: a shard only for modalities the model reads)."""
+    col, where = e.args["column"], (e.args["by"], list(e.args["values"])) if "by" in e.args else None
+    return replace(c, parts=(_part(pl.col(col).is_null(), "ExpectColumnValuesToNotBeNull", {"column": col}, where),))
 
 
 COMPILERS = {"schema": _schema, "not_null": _not_null, "in_set": _in_set_rule, "between": _between_rule,

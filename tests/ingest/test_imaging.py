@@ -260,7 +260,8 @@ def _raw_dataset_bytes(path: Path) -> bytes:
 
 
 def test_odd_items_get_their_own_rules(run_a, files, truncated, tmp_path):
-    """Raw data set (read), foreign file, non-image, missing PatientID, repeated file, odd-shaped CT slice."""
+    """Raw data set (read), foreign file, non-image (an audio waveform: SR/RT/PDF objects are catalogued, see
+    test_dicom_breadth.py), missing PatientID, repeated file, odd-shaped CT slice."""
     _, a = run_a
     ok = intact(files, truncated)
     cxr = next(p for p in ok if headers(p).Modality in ("DX", "CR"))
@@ -273,7 +274,7 @@ def test_odd_items_get_their_own_rules(run_a, files, truncated, tmp_path):
     (src / "raw.dcm").write_bytes(_raw_dataset_bytes(cxr))
     (src / "notes.txt").write_text("not a DICOM file at all\n" * 20)
     report = Dataset()
-    report.SOPClassUID, report.SeriesInstanceUID, report.PatientID = "1.2.840.10008.5.1.4.1.1.88.11", "1.2.3", "X1"
+    report.SOPClassUID, report.SeriesInstanceUID, report.PatientID = "1.2.840.10008.5.1.4.1.1.9.4.1", "1.2.3", "X1"
     report.save_as(src / "report.dcm", implicit_vr=True, little_endian=True)
     nobody = pydicom.dcmread(ct[0])
     del nobody.PatientID
