@@ -29,7 +29,7 @@ DEFAULT_PARAMS = {
     # the model stages (flows/pretrain.py, finetune.py, evaluate.py); a named architecture, never layer sizes
     "pretrain": {"model": "tiny", "steps": 300, "batch_size": 32, "lr": 0.001, "weight_decay": 0.05,
                  "warmup_steps": 20, "seed": 0, "checkpoint_every": 50, "eval_every": 50, "nproc": 1,
-                 "vocab_size": 512, "nnodes": 1, "rdzv_endpoint": None, "rdzv_id": None},
+                 "vocab_size": 512, "labs_vocab_size": 64, "nnodes": 1, "rdzv_endpoint": None, "rdzv_id": None},
     "finetune": {"tasks": ["diagnosis", "risk", "survival"], "label_fraction": 1.0, "steps": 300, "batch_size": 32,
                  "lr": 0.003, "weight_decay": 0.01, "warmup_steps": 20, "seed": 0, "eval_every": 25,
                  # experts then fusion (tasks/training/experts.py); "lora" / "full" for the fusion read-out

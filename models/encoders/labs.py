@@ -1,7 +1,9 @@
-"""Labs and vitals encoder: one token per catalogue code, from the mean of that code's standardised values.
+"""Labs and vitals encoder: one token per vocabulary code, from the mean of that code's standardised values.
 
-Input (B, T, 3): [catalogue index, value in the canonical unit, days from the index date] (data_contracts/model_io).
-A row whose catalogue index is negative is padding (values stay finite, as the contract asks).
+Input (B, T, 3): [vocabulary index, value in the canonical unit, days from the index date] (data_contracts/model_io).
+A row whose index is negative is padding (values stay finite, as the contract asks). The vocabulary (`codes`, LOINC
+in index order, the last `<other>`) is learned from the training split (tasks/training/labs_vocab.py) and saved in
+this config; a config without `codes` is one saved before: the 7-code catalogue, no `<other>`.
 
 Why per code and standardised: lab values span mmHg to pg/mL and a patient has 1-3 readings of each; what a reading
 says is where the patient's level sits among other patients' for that code. Values go through asinh (log-like for the
@@ -23,13 +25,25 @@ from models.layers import Transformer, freeze
 
 @dataclass
 class LabsEncoderConfig:
-    n_codes: int = 7  # the lab catalogue (7 labs/vitals with LOINC codes in the synthetic cohort)
+    n_codes: int = 7  # vocabulary size, `<other>` included (7: the catalogue of configs saved before `codes`)
     width: int = 32
     layers: int = 1
     heads: int = 2
     time_freqs: int = 8  # kept for configs saved by earlier versions; the per-code tokens ignore time
     dropout: float = 0.0
     reference: list[list[float]] | None = None  # per code [low, high] of the normal range, canonical unit
+    codes: list[str] | None = None  # LOINC per index, the last "<other>" (tasks/training/labs_vocab.py)
+
+
+def _table(n: int, drawn: int, width: int, salt: int) -> nn.Embedding:
+    """An (n, width) embedding whose first `drawn` rows come from the global RNG exactly as nn.Embedding(drawn)
+    would, and the rest (the `<other>` row) from a generator of their own: adding `<other>` changes no other
+    initial weight of the model (a cohort with only catalogue codes starts where it always did)."""
+    table = nn.Embedding(drawn, width)
+    if n == drawn:
+        return table
+    extra = torch.randn(n - drawn, width, generator=torch.Generator().manual_seed(salt))
+    return nn.Embedding.from_pretrained(torch.cat([table.weight.data, extra]), freeze=False)
 
 
 class LabsEncoder(nn.Module):
@@ -37,7 +51,8 @@ class LabsEncoder(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.code = nn.Embedding(c.n_codes, c.width)
+        drawn = c.n_codes - 1 if c.codes and c.codes[-1] == "<other>" else c.n_codes
+        self.code = _table(c.n_codes, drawn, c.width, salt=1)
         self.shift = nn.Parameter(torch.zeros(c.n_codes))  # per-code standardisation of asinh(value)
         self.log_scale = nn.Parameter(torch.zeros(c.n_codes))
         ref = torch.tensor(c.reference if c.reference else [[1.0, 3.0]] * c.n_codes, dtype=torch.float32)
@@ -46,7 +61,7 @@ class LabsEncoder(nn.Module):
             self.shift.copy_((lo + hi) / 2)
             self.log_scale.copy_(((hi - lo) / 2).clamp(min=1e-3).log())
         self.value = nn.Sequential(nn.Linear(2, c.width), nn.GELU(), nn.Linear(c.width, c.width))
-        self.value_dir = nn.Embedding(c.n_codes, c.width)  # code-specific reading of the standardised level
+        self.value_dir = _table(c.n_codes, drawn, c.width, salt=2)  # code-specific reading of the standardised level
         self.summary = nn.Parameter(torch.zeros(1, 1, c.width))  # always attendable: no all-masked rows
         self.transformer = Transformer(c.width, c.layers, c.heads, dropout=c.dropout)
 

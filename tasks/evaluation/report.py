@@ -34,6 +34,7 @@ from tasks.faults import kill_point
 from tasks.stage.run import Attempt
 from tasks.training.backbone import train_config
 from tasks.training.bundle import load_adapter, load_backbone
+from tasks.training.curated_dataset import dataset_config
 from tasks.training.fit import predict
 from tasks.training.split_data import load_split
 from tasks.versioning.dataset import DatasetVersion
@@ -54,9 +55,9 @@ def finetuned_tasks(ws: Workspace) -> list[str]:
 
 def load_test(ws: Workspace):
     """(tokenizer, the held-out split) read with the backbone's tokenizer."""
-    _, tokenizer, _ = load_backbone(ws.models / "backbone")
+    _, tokenizer, bmeta = load_backbone(ws.models / "backbone")
     try:
-        return tokenizer, load_split(ws.curated, SPLIT, tokenizer)
+        return tokenizer, load_split(ws.curated, SPLIT, tokenizer, dataset_config(bmeta))
     except ValueError:
         raise ValueError(f"the {SPLIT} split of {ws.curated} has no patients: the cohort is too small for "
                          f"params.yaml validate.splits") from None
@@ -107,7 +108,7 @@ def baselines(ws: Workspace, test, tokenizer, p: dict, cohort: Path | None) -> d
     tasks = [t for t in finetuned_tasks(ws) if t in OUTPUT]
     models = {t: load_adapter(ws.models / "finetuned" / t, ws.models / "backbone")[0] for t in tasks}
     fused = {t: predict(m, test)[OUTPUT[t]] for t, m in models.items()}  # each fine-tuned model on the test split
-    train, val = load_split(ws.curated, "train", tokenizer), load_split(ws.curated, "val", tokenizer)
+    train, val = (load_split(ws.curated, s, tokenizer, dataset_config(bmeta)) for s in ("train", "val"))
     ft = ws.section("finetune")
     cfg = train_config({**ft, "steps": p["baseline_steps"], "lr": ws.section("pretrain")["lr"]}, "diagnosis")
     n_boot = int(p["n_boot"])

@@ -20,6 +20,7 @@ import polars as pl
 import yaml
 
 from tasks.training.curated_dataset import MODALITIES_2D, MODALITIES_3D, ROOT
+from tasks.training.labs_vocab import OTHER, LabsVocab, feature_names
 from tasks.training.split_data import SplitData
 
 LABS_CATALOGUE = ROOT / "data_contracts" / "labs.yaml"
@@ -27,9 +28,14 @@ IMAGE_KINDS = {"2d": MODALITIES_2D, "3d": MODALITIES_3D}  # the model's image_2d
 ACQUISITION = [f"{what}_{kind}" for kind in IMAGE_KINDS for what in ("scanner", "intensity")]
 
 
-def lab_names() -> list[str]:
-    """Catalogue names in the labs encoder's index order (labs.yaml order)."""
-    return list(yaml.safe_load(LABS_CATALOGUE.read_text())["labs"])
+def lab_names(codes: tuple[str, ...] | None = None) -> list[str]:
+    """Feature names in the labs encoder's index order: those of the vocabulary the data were read with (learned
+    from the training split: the catalogue's name for a catalogued code, `loinc_<code>` else, `other`), or the
+    catalogue's `labs` section for data read with the catalogue vocabulary of models saved before."""
+    if codes is None:
+        return list(yaml.safe_load(LABS_CATALOGUE.read_text())["labs"])
+    return feature_names(LabsVocab(tuple(codes), ((1.0, 3.0),) * len(codes), other=bool(codes) and codes[-1] == OTHER),
+                         LABS_CATALOGUE)
 
 
 def acquisition(curated: Path) -> pd.DataFrame:
@@ -61,7 +67,7 @@ def patient_features(data: SplitData, preds: dict[str, np.ndarray] | None = None
     frame = pd.DataFrame({"site": [s or "unknown" for s in data.meta["site"]],
                           "sex": [s or "unknown" for s in data.meta["sex"]],
                           "age_band": [a or "unknown" for a in data.meta["age_band"]]})
-    names = lab_names()
+    names = lab_names(data.lab_codes)
     if "labs" in data.tensors:
         labs = data.tensors["labs"].numpy()
         for i, name in enumerate(names):

@@ -29,7 +29,7 @@ from tasks.monitoring.trigger import RetrainTrigger
 from tasks.registry.staging import load_verified
 from tasks.stage.run import Attempt
 from tasks.training.bundle import load_adapter, read_meta
-from tasks.training.curated_dataset import DatasetConfig
+from tasks.training.curated_dataset import dataset_config
 from tasks.training.fit import predict
 from tasks.training.split_data import load_split
 from tasks.versioning.dataset import current as dataset_version
@@ -105,7 +105,7 @@ def drift_report(ws: Workspace, p: dict, model_version: str, prepared: dict, out
     out/drift.json (+ tabular.html); -> the report."""
     area = prepared["area"]
     dx, tokenizer, bmeta, evaluation = _load_model(ws, model_version)
-    cfg = DatasetConfig(genes=tuple(bmeta["omics_genes"]) if bmeta.get("omics_genes") else None)
+    cfg = dataset_config(bmeta)  # the model's gene panel and labs vocabulary
     everyone = load_split(ws.curated, None, tokenizer, cfg)
     reference = everyone.take([i for i, s in enumerate(everyone.meta["split"]) if s in ("val", "test")])
     current = load_split(area.curated, None, tokenizer, cfg)

@@ -1,5 +1,5 @@
 """Batch scoring with a registered version: its artifacts hash-verified, then a curated folder read in the model's
-own gene order and scored by its pyfunc."""
+own gene order and labs vocabulary and scored by its pyfunc."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from tasks.registry.records import records_from_split
 from tasks.registry.staging import load_verified
 from tasks.training.bundle import load_backbone
-from tasks.training.curated_dataset import DatasetConfig
+from tasks.training.curated_dataset import dataset_config
 from tasks.training.split_data import load_split
 from tasks.workspace import Workspace
 
@@ -17,8 +17,7 @@ from tasks.workspace import Workspace
 def score_curated(pyfunc_model, bundle: Path, curated: Path, split: str | None):
     """Records of a curated folder (in the model's gene order) scored by the pyfunc -> pandas DataFrame."""
     _, tokenizer, meta = load_backbone(bundle / "backbone")
-    genes = meta.get("omics_genes")
-    data = load_split(curated, split, tokenizer, DatasetConfig(genes=tuple(genes) if genes else None))
+    data = load_split(curated, split, tokenizer, dataset_config(meta))  # the model's gene panel and labs vocabulary
     return pyfunc_model.predict(records_from_split(data))
 
 

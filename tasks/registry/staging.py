@@ -31,6 +31,7 @@ from tasks.registry.pyfunc import MultimodalPyfunc, load_bundle, score
 from tasks.registry.records import COLUMNS, records_from_split
 from tasks.stage.run import Attempt
 from tasks.training.bundle import load_backbone, read_meta
+from tasks.training.curated_dataset import dataset_config
 from tasks.training.split_data import SplitData, load_split
 from tasks.workspace import Workspace
 
@@ -173,8 +174,8 @@ def registered_with(client, name: str, content: str):
 
 def log_model(ws: Workspace, staging: Path, run_tags: dict[str, str], attempt: Attempt) -> str:
     """Log the staged folder as one pyfunc in the stage's MLflow run (journaled by `attempt`); -> its model URI."""
-    _, tokenizer, _ = load_backbone(ws.models / "backbone")
-    example = input_example(load_split(ws.curated, "test", tokenizer))
+    _, tokenizer, bmeta = load_backbone(ws.models / "backbone")
+    example = input_example(load_split(ws.curated, "test", tokenizer, dataset_config(bmeta)))
     output = score(load_bundle(staging / "bundle"), example)
     with attempt.mlflow_run("register", run_tags):
         info = mlflow.pyfunc.log_model(

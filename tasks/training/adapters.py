@@ -19,6 +19,7 @@ from tasks.faults import kill_point
 from tasks.stage.run import Attempt
 from tasks.training.backbone import train_config
 from tasks.training.bundle import LoraSettings, load_backbone, save_adapter
+from tasks.training.curated_dataset import dataset_config
 from tasks.training.experts import expert_settings
 from tasks.training.fit import finetune
 from tasks.training.split_data import label_fraction, load_split
@@ -52,7 +53,7 @@ def resolve_backbone(ws: Workspace, source: str | None, scratch: Path) -> Path:
 def finetune_one(ws: Workspace, backbone_dir: Path, task_name: str, p: dict, key: str, resume: bool) -> dict:
     """Train one task's adapter and head; -> {trained, lora, backbone_meta, train_patients}."""
     backbone, tokenizer, meta = load_backbone(backbone_dir)
-    train, val = load_split(ws.curated, "train", tokenizer), load_split(ws.curated, "val", tokenizer)
+    train, val = (load_split(ws.curated, s, tokenizer, dataset_config(meta)) for s in ("train", "val"))
     fraction = float(p["label_fraction"])
     if fraction < 1:
         train = train.take(label_fraction(train, fraction, int(p["seed"]), TARGET[task_name]))

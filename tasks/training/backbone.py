@@ -16,6 +16,7 @@ import torch
 
 from models.encoders.concepts import ConceptReader, is_concept_dir
 from models.encoders.text import load_tokenizer
+from models.factory import model_config
 from tasks import tags, tracking
 from tasks.atomic import fresh_dir, replace_dir
 from tasks.faults import kill_point
@@ -25,6 +26,7 @@ from tasks.training.curated_dataset import DatasetConfig, model_inputs
 from tasks.training.ddp import failure_line, launch_torchrun, rendezvous_settings, save_split
 from tasks.training.experts import fit_omics_basis
 from tasks.training.fit import corpus_tokenizer, new_model, pretrain
+from tasks.training.labs_vocab import DEFAULT_SIZE, LabsVocab, learn_from_curated
 from tasks.training.loop import TrainConfig
 from tasks.training.split_data import load_split
 from tasks.validation.contracts import check_model_inputs
@@ -48,6 +50,14 @@ def omics_genes(ws: Workspace) -> list[str] | None:
     return frame.sort("index")["feature"].to_list() if "feature" in frame.columns else None
 
 
+def labs_vocabulary(ws: Workspace, p: dict) -> LabsVocab:
+    """The labs vocabulary of the curated training split (K: pretrain.labs_vocab_size); the model config's reference
+    ranges serve catalogue codes the catalogue gives none for (tasks/training/labs_vocab.py)."""
+    labs = model_config(p["model"]).labs
+    return learn_from_curated(ws.curated, int(p.get("labs_vocab_size", DEFAULT_SIZE)), split="train",
+                              prior_reference=labs.reference if labs is not None else None)
+
+
 def _checkpoint_tokenizer(path: Path, resume: bool):
     """The tokenizer saved with this run's checkpoints, when resuming one (None: train a new one)."""
     if not resume:
@@ -60,7 +70,8 @@ def _checkpoint_tokenizer(path: Path, resume: bool):
 def train_backbone(ws: Workspace, p: dict, key: str, resume: bool) -> dict:
     """-> {model, tokenizer, losses, val_losses, best_step, counts, world_size}; under torchrun when p['nproc'] > 1."""
     cfg = train_config(p, "pretrain")
-    config = DatasetConfig()
+    vocab = labs_vocabulary(ws, p)
+    config = DatasetConfig(labs_vocab=vocab)
     ckpt = ws.state / "checkpoints" / key
     tokenizer = _checkpoint_tokenizer(ckpt / "tokenizer", resume)
     if tokenizer is None and (tokenizer := corpus_tokenizer(ws.curated, "train", int(p["vocab_size"]),
@@ -73,16 +84,16 @@ def train_backbone(ws: Workspace, p: dict, key: str, resume: bool) -> dict:
     if problems:
         raise ValueError(f"curated training data break data_contracts/model_io.yaml: {'; '.join(problems[:5])}")
     n_omics = train.tensors["omics"].shape[1] if "omics" in train.tensors else None
-    model = new_model(p["model"], cfg.seed, n_omics)
+    model = new_model(p["model"], cfg.seed, n_omics, labs_vocab=vocab)
     rdzv = rendezvous_settings(p, default_id=key)  # every node with the same params and data derives the same id
     if int(p.get("nproc", 1)) > 1 or not rdzv.standalone:
         return _train_under_torchrun(model, train, cfg, ckpt / "ddp", int(p.get("nproc", 1)), rdzv, resume) \
-            | {"tokenizer": tokenizer, "counts": train.counts()}
+            | {"tokenizer": tokenizer, "counts": train.counts(), "labs_vocab": vocab}
     trained = pretrain(model, train, cfg, checkpoint_dir=ckpt, resume=resume, val=val,
                        eval_every=int(p.get("eval_every", 0)))
     return {"model": trained.model, "tokenizer": tokenizer, "losses": trained.result.losses,
             "val_losses": trained.val_losses, "best_step": trained.best_step, "counts": train.counts(),
-            "world_size": 1}
+            "world_size": 1, "labs_vocab": vocab}
 
 
 def _train_under_torchrun(model, train, cfg, work: Path, nproc: int, rdzv, resume: bool) -> dict:
@@ -115,7 +126,7 @@ def publish_backbone(ws: Workspace, p: dict, data: DatasetVersion, out: dict, at
     run_tags = tracking.run_tags(ws.root, "pretrain", facts)
     with attempt.mlflow_run(f"pretrain-{p['model']}", run_tags) as run:
         meta = {"model": p["model"], "mlflow_run_id": run.info.run_id, **facts, "steps": len(out["losses"]),
-                "omics_genes": omics_genes(ws),
+                "omics_genes": omics_genes(ws), "labs_vocab": out["labs_vocab"].to_dict(),
                 "best_step": out["best_step"], "world_size": out["world_size"], "training_data": out["counts"],
                 "code_version": run_tags[tags.CODE_VERSION]}
         incoming = fresh_dir(backbone)

@@ -27,6 +27,7 @@ from data_contracts import diagnosis_classes
 from models.encoders.concepts import ConceptReader
 from models.model import MODALITIES  # the mask's columns (model_io.yaml `modalities` states the same order)
 from tasks.training.findings import finding_levels, read_findings
+from tasks.training.labs_vocab import DEFAULT_SIZE, LabsVocab, learn_from_curated, legacy
 
 ROOT = Path(__file__).resolve().parents[2]
 INPUTS = (*MODALITIES, "demographics", "mask")
@@ -34,7 +35,7 @@ FINDINGS = ("image_2d", "image_3d")  # image modalities with report-derived targ
 REPORT_KIND = "radiology_report"
 CLASS_CODES = tuple(c.code for c in diagnosis_classes())  # data_contracts/labels.yaml: label = index here
 MODALITIES_2D, MODALITIES_3D = ("DX", "CR"), ("CT", "MR", "PT")
-LAB_PAD = -1.0  # catalogue index of a padding row: the labs encoder treats idx < 0 as no token
+LAB_PAD = -1.0  # vocabulary index of a padding row: the labs encoder treats idx < 0 as no token
 AGE_BANDS = ((0, "<40"), (40, "40-59"), (60, "60-79"), (80, "80+"))
 
 
@@ -46,10 +47,23 @@ class DatasetConfig:
     max_text_length: int = 320  # tokenizer truncation; clinical notes are ~200 word pieces (95th centile ~270)
     labs_catalogue: Path = ROOT / "data_contracts" / "labs.yaml"
     genes: tuple[str, ...] | None = None  # the model's gene panel, in its order (scoring new data); None: this data's
+    # the model's labs vocabulary (scoring new data: the saved one); None: learned from this folder's training split
+    labs_vocab: LabsVocab | None = None
+    labs_vocab_size: int = DEFAULT_SIZE  # K when learned here (params.yaml pretrain.labs_vocab_size at training)
+
+
+def dataset_config(meta: dict) -> DatasetConfig:
+    """How to read data for a saved model: its gene panel and labs vocabulary (the backbone's meta.json; a model
+    saved before the vocabulary was learned reads labs by the catalogue, as it was trained)."""
+    genes = meta.get("omics_genes")
+    vocab = meta.get("labs_vocab")
+    return DatasetConfig(genes=tuple(genes) if genes else None,
+                         labs_vocab=LabsVocab.from_dict(vocab) if vocab else legacy())
 
 
 def load_lab_codes(path: Path) -> dict[str, int]:
-    """LOINC -> catalogue index, in labs.yaml order (the labs encoder's code embedding rows)."""
+    """LOINC -> catalogue index, in labs.yaml order: the vocabulary of models saved before it was learned from the
+    data (tasks/training/labs_vocab.py)."""
     labs = yaml.safe_load(Path(path).read_text())["labs"]
     return {str(entry["loinc"]): i for i, entry in enumerate(labs.values())}
 
@@ -163,7 +177,9 @@ class CuratedDataset(Dataset):
         if split is not None:
             cohort = cohort.filter(pl.col("split") == split)
         self.cohort = cohort.sort("patient_id")
-        self.lab_codes = load_lab_codes(self.cfg.labs_catalogue)
+        self.labs_vocab = self.cfg.labs_vocab or learn_from_curated(self.curated, self.cfg.labs_vocab_size,
+                                                                    path=self.cfg.labs_catalogue)
+        self.lab_codes = self.labs_vocab.index()  # LOINC -> index; other codes: labs_vocab.lookup
         self.shards = ShardCache(self.curated / "images")
         self._load_tables()
 
@@ -235,13 +251,14 @@ class CuratedDataset(Dataset):
         return torch.from_numpy(np.array(array, dtype=np.float32))  # copies out of the mmap: one item's pixels
 
     def _labs(self, pid: str, admit: datetime | None) -> torch.Tensor | None:
-        """(T, 3): catalogue index, canonical value, days since admission; earliest first, at most max_lab_tokens."""
+        """(T, 3): vocabulary index, canonical value, days since admission; earliest first, at most max_lab_tokens.
+        A code outside the vocabulary is `<other>` (dropped only by a legacy catalogue vocabulary)."""
         labs = self.labs.get(pid)
         if labs is None:
             return None
         rows = []
         for loinc, value, time in labs.select("loinc", "value", "time").iter_rows():
-            code = self.lab_codes.get(str(loinc))
+            code = self.labs_vocab.lookup(str(loinc), self.lab_codes)
             days = _days(admit, _ts(time))
             if code is None or value is None or not np.isfinite(value):
                 continue

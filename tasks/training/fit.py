@@ -19,6 +19,7 @@ from models.model import MODALITIES, MultimodalModel
 from tasks.training.bundle import LoraSettings, add_lora
 from tasks.training.curated_dataset import CuratedDataset
 from tasks.training.experts import ExpertSettings, fit_omics_basis, fit_task
+from tasks.training.labs_vocab import LabsVocab
 from tasks.training.loop import Hooks, TrainConfig, TrainResult, supervised_loss, train
 from tasks.training.split_data import EpochBatches, SplitData
 
@@ -85,11 +86,15 @@ def corpus_tokenizer(curated: Path, split: str, vocab_size: int, max_length: int
     return train_tokenizer(texts, vocab_size=vocab_size, max_length=max_length)
 
 
-def new_model(name: str, seed: int, n_omics: int | None = None) -> MultimodalModel:
-    """A model from a named config; the omics width follows the curated gene panel when it differs."""
+def new_model(name: str, seed: int, n_omics: int | None = None, labs_vocab: LabsVocab | None = None) -> MultimodalModel:
+    """A model from a named config; the omics width follows the curated gene panel when it differs, the labs
+    encoder's codes and reference ranges the vocabulary learned from the training split (saved in the config)."""
     config = model_config(name)
     if n_omics and config.omics is not None and config.omics.n_features != n_omics:
         config.omics = replace(config.omics, n_features=n_omics)
+    if labs_vocab is not None and config.labs is not None:
+        config.labs = replace(config.labs, n_codes=len(labs_vocab.codes), codes=list(labs_vocab.codes),
+                              reference=[list(r) for r in labs_vocab.reference])
     torch.manual_seed(seed)
     return MultimodalModel(config)
 

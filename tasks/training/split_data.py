@@ -29,6 +29,7 @@ class SplitData:
 
     tensors: dict[str, torch.Tensor]
     meta: dict[str, list] = field(default_factory=dict)
+    lab_codes: tuple[str, ...] | None = None  # the labs vocabulary the `labs` indices refer to (labs_vocab.py)
 
     def __len__(self) -> int:
         return int(self.tensors["mask"].shape[0])
@@ -36,7 +37,7 @@ class SplitData:
     def take(self, index: np.ndarray | list[int] | torch.Tensor) -> SplitData:
         idx = torch.as_tensor(np.asarray(index, dtype=np.int64))
         return SplitData({k: v[idx] for k, v in self.tensors.items()},
-                         {k: [vals[i] for i in idx.tolist()] for k, vals in self.meta.items()})
+                         {k: [vals[i] for i in idx.tolist()] for k, vals in self.meta.items()}, self.lab_codes)
 
     def without(self, modality: str) -> SplitData:
         """The same patients with one modality removed (its mask column cleared): the test-time ablation."""
@@ -44,14 +45,14 @@ class SplitData:
         mask = tensors["mask"].clone()
         mask[:, MODALITIES.index(modality)] = False
         tensors["mask"] = mask
-        return SplitData(tensors, self.meta)
+        return SplitData(tensors, self.meta, self.lab_codes)
 
     def only(self, modality: str) -> SplitData:
         """The same patients seeing one modality only (a single-modality model's view)."""
         tensors = dict(self.tensors)
         keep = torch.tensor([m == modality for m in MODALITIES], dtype=torch.bool)
         tensors["mask"] = tensors["mask"] & keep
-        return SplitData(tensors, self.meta)
+        return SplitData(tensors, self.meta, self.lab_codes)
 
     def batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
         """In order, for inference."""
@@ -86,7 +87,7 @@ def load_split(curated: Path, split: str | None, tokenizer: Any, cfg: DatasetCon
     batch = collate(items, tokenizer, dataset.cfg.max_text_length)
     tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
     tensors["risk_label"] = risk_labels(tensors["time"], tensors["event"])
-    return SplitData(tensors, {k: batch[k] for k in META})
+    return SplitData(tensors, {k: batch[k] for k in META}, dataset.labs_vocab.codes)
 
 
 def label_fraction(data: SplitData, fraction: float, seed: int, target: str = "label") -> np.ndarray:
