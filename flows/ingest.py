@@ -7,7 +7,9 @@
     mmfm ingest omics PATH --site S      expression matrix + sample sheet
 
 Each flow reads only the extract, writes only landing/, staged/, quarantine/ and reports/, and returns a summary
-whose `received == ingested + quarantined` is checked before it is returned (tasks.ingest.publish). Work is mapped
+whose `received == ingested + quarantined + pending` is checked before it is returned (tasks.ingest.publish).
+Omics samples of patients not yet ingested are pending (tasks/ingest/pending.py); the FHIR ingest that publishes
+those patients stages them in the same run (its summary's `pending_omics`). Work is mapped
 over batches of Prefect tasks; the task runner is threads by default, or a local Dask or Ray cluster
 (tasks.runners), with identical outputs. The pseudonym key is read by each task from the environment, never passed
 as a parameter.
@@ -37,6 +39,7 @@ from tasks.ingest.guards import check_key, check_site, check_source
 from tasks.ingest.landing import Extract, land
 from tasks.ingest.omics import find_sample_sheet, ingest_omics
 from tasks.ingest.pacs import PacsError
+from tasks.ingest.pending import pending_lines, stage_resolvable
 from tasks.ingest.publish import has_new, new_part, nothing_new, publish
 from tasks.ingest.remote import DicomWeb, PacsSource, fetch_all, find_failed, parse_dimse, retry_options, transient
 from tasks.ingest.sources import configured_sources, known_patients
@@ -68,10 +71,10 @@ def land_extract(source: Path, landing: Path, kind: str, site: str) -> Extract:
     return extract
 
 
-def _published(ws: Workspace, part: Extract, result: BatchResult, skipped: int) -> dict:
-    summary = publish(ws, part, result, skipped, this_run=str(flow_run.id or "local"))
-    get_run_logger().info("ingested %d of %d %s items (%d quarantined) from site %s", result.ingested,
-                          result.received, result.source, result.quarantined, part.site)
+def _published(ws: Workspace, part: Extract, result: BatchResult, skipped: int, inputs=None) -> dict:
+    summary = publish(ws, part, result, skipped, this_run=str(flow_run.id or "local"), inputs=inputs)
+    get_run_logger().info("ingested %d of %d %s items (%d quarantined, %d pending) from site %s", result.ingested,
+                          result.received, result.source, result.quarantined, len(result.pending), part.site)
     return summary
 
 
@@ -189,9 +192,34 @@ def ingest_fhir_flow(source: Path, workspace: Path, site: str, mrn_system: str |
     extract = land_extract(Path(source), ws.landing, "fhir", site)
     part, skipped = new_part(extract, IngestState(ws.state), always=("manifest.json",))
     if not has_new(part, metadata=("manifest.json",)):
-        return nothing_new(extract, skipped, "fhir")
+        return _with_pending_omics(ws, site, nothing_new(extract, skipped, "fhir"))
     mrn_system = mrn_system or (ws.section("ingest").get("fhir") or {}).get("mrn_system")
-    return _published(ws, part, ingest_fhir_export(part, ws.landing, site, mrn_system), skipped)
+    summary = _published(ws, part, ingest_fhir_export(part, ws.landing, site, mrn_system), skipped)
+    return _with_pending_omics(ws, site, summary)
+
+
+@guarded_task(name="stage-pending-omics", cache_policy=NO_CACHE)
+def ingest_pending_omics(extract: Extract, landing: Path, site: str, known: set[str], places) -> BatchResult:
+    return ingest_omics(extract, landing, _keys(), site, known, only=places)
+
+
+def _with_pending_omics(ws: Workspace, site: str, summary: dict) -> dict:
+    """Stage the site's pending omics samples whose patients are published now (after the FHIR commit point); the
+    FHIR summary says how many were staged and how many still wait."""
+    state = IngestState(ws.state)
+    known = known_patients(ws.staged, site)
+    staged = stage_resolvable(
+        state, ws.landing, site, known,
+        ingest=lambda extract, places: ingest_pending_omics(extract, ws.landing, site, known, places),
+        publish=lambda extract, result, inputs: _published(ws, extract, result, 0, inputs=inputs))
+    left = [line for line in pending_lines(state) if line.endswith(f"(site {site})")]
+    summary = {**summary, "pending_omics": {"staged": sum(s["staged_from_pending"] for s in staged),
+                                            "still_pending": sum(1 for p in state.pending(site)),
+                                            "ingests": staged}}
+    if staged or left:
+        note = f"staged {summary['pending_omics']['staged']} pending omics samples (site {site})"
+        summary["message"] = "; ".join(x for x in (summary.get("message"), note, *left) if x)
+    return summary
 
 
 # ---- omics ---------------------------------------------------------------------------------------------------------
@@ -204,8 +232,8 @@ def ingest_omics_matrix(extract: Extract, landing: Path, site: str, known_patien
 @private_flow("ingest-omics", private=("source", "sample_sheet"))
 @holds_workspace_lock("mmfm ingest omics")
 def ingest_omics_flow(source: Path, workspace: Path, site: str, sample_sheet: Path | None = None) -> dict:
-    """Land an omics extract (matrix + sample sheet) and ingest its new samples; sample MRNs must belong to
-    patients already staged from the same site's EHR extract."""
+    """Land an omics extract (matrix + sample sheet) and ingest its new samples; a sample whose MRN is no patient
+    staged from the same site's EHR extract yet is pending until the FHIR ingest that brings the patient."""
     ws = Workspace(Path(workspace))
     _refuse_early(ws, site, Path(source))
     extract = land_extract(Path(source), ws.landing, "omics", site)
@@ -228,14 +256,18 @@ FLOWS = {"fhir": ingest_fhir_flow, "omics": ingest_omics_flow, "dicom": ingest_d
 def run(workspace: Path, say=lambda _: None) -> dict:
     """Ingest every configured source of the workspace (tasks.ingest.sources); totals and one summary per source."""
     ws = Workspace(Path(workspace))
-    totals = {"received": 0, "ingested": 0, "quarantined": 0, "quarantine_reasons": {}, "sources": []}
+    totals = {"received": 0, "ingested": 0, "quarantined": 0, "pending": 0, "staged_from_pending": 0,
+              "quarantine_reasons": {}, "sources": []}
     for src in configured_sources(ws):
         s = FLOWS[src["kind"]](source=src["path"], workspace=ws.root, site=src["site"])
         say(f"ingest {src['kind']} from {src['site']}: received {s['received']}, ingested {s['ingested']}, "
-            f"quarantined {s['quarantined']}")
-        totals["sources"].append({k: s.get(k) for k in ("source", "site", "received", "ingested", "quarantined")})
+            f"quarantined {s['quarantined']}, pending {s.get('pending', 0)}")
+        totals["sources"].append({k: s.get(k) for k in ("source", "site", "received", "ingested", "quarantined",
+                                                         "pending")})
         for k in ("received", "ingested", "quarantined"):
             totals[k] += s[k]
+        totals["pending"] += s.get("pending", 0)  # held by this run; staged later ones are counted apart
+        totals["staged_from_pending"] += (s.get("pending_omics") or {}).get("staged", 0)
         for rule, n in s["quarantine_reasons"].items():
             totals["quarantine_reasons"][rule] = totals["quarantine_reasons"].get(rule, 0) + n
     return totals

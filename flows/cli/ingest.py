@@ -44,7 +44,7 @@ def render_ingest(s: dict) -> None:
         say(s["message"])
     extract = f" (landing extract {s['extract_id']})" if s.get("extract_id") else ""
     say(f"{s['source']} from {s['site']}{extract}: received {s['received']}, ingested {s['ingested']}, "
-        f"quarantined {s['quarantined']}")
+        f"quarantined {s['quarantined']}" + (f", pending {s['pending']}" if s.get("pending") else ""))
     for rule, n in s.get("quarantine_reasons", {}).items():
         say(f"  quarantined under {rule}: {n}")
     for table, n in s.get("tables", {}).items():

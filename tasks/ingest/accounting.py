@@ -1,5 +1,9 @@
 """What one ingest batch produced: staged rows per table, rejections, de-identification counts, and the
-received/ingested tallies that make `received == ingested + quarantined` checkable for every source.
+received/ingested tallies that make `received == ingested + quarantined + pending` checkable for every source.
+
+Pending (omics only so far): an item that broke no rule but names a patient not yet ingested from its site. It is
+neither staged nor quarantined; publish records it in the ingest state (IngestState.add_pending) and the FHIR ingest
+that brings the patient stages it (flows/ingest.py). Counting it apart keeps the identity exact at every step.
 
 Tasks return a `BatchResult`; the flow merges them (in input order, so any task runner gives the same output).
 """
@@ -22,6 +26,7 @@ class BatchResult:
     deid: DeidReport = field(default_factory=DeidReport)
     files_written: list[str] = field(default_factory=list)  # e.g. image shards, relative to the workspace
     facts: dict = field(default_factory=dict)  # source-specific findings for the summary (manifest, outcomes, ...)
+    pending: list[dict] = field(default_factory=list)  # items waiting for their patient (IngestState.add_pending)
 
     @property
     def quarantined(self) -> int:
@@ -39,7 +44,8 @@ class BatchResult:
         self.deid = self.deid.merge(other.deid)
         self.files_written.extend(other.files_written)
         self.facts.update(other.facts)
+        self.pending.extend(other.pending)
         return self
 
     def balanced(self) -> bool:
-        return self.received == self.ingested + self.quarantined
+        return self.received == self.ingested + self.quarantined + len(self.pending)

@@ -8,9 +8,13 @@ An input item is one sample (a row of a samples x features matrix). Rules (ids a
     omics.value         a cell that is not a finite number: spreadsheet errors (#VALUE!, #DIV/0!, #N/A), text, inf
     omics.missing       more than MAX_MISSING of the sample's features are missing (empty, NA, NaN, null, n/a)
     omics.sample_sheet  no usable sample sheet row: none, ambiguous (two different rows), no MRN, or no sample id
-    ref.patient         the sheet's MRN is not a patient of the same site's EHR extract (when the flow knows them)
-A sample breaking several rules is rejected once, under the first rule in that order, so that every sample is one
-item and `received == ingested + quarantined`. A rejection names the file where the fault is: the sheet for a
+A sample breaking several rules is rejected once, under the first rule in that order. A sample breaking none whose
+sheet MRN is not (yet) a patient of the same site's EHR extract (when the flow knows them) is *pending*, not
+rejected: omics often arrives before the FHIR export of the same patients, and a quarantine for good would lose it.
+It is listed in `result.pending` by place only (matrix object + position, sheet object + row) with the pseudonym its
+MRN will have (a keyed hash, never the MRN); publish keeps it in the ingest state and the FHIR ingest that brings the
+patient stages it (`only=` re-reads just those samples). Every sample is one item: `received == ingested +
+quarantined + pending`. A rejection names the file where the fault is: the sheet for a
 fault of the sample's sheet row (conflicting rows, no MRN, unknown patient), the matrix otherwise, and the place in
 that file by position only: `row N` (N-th data row, the header not counted) or `column N` (1-based, in a transposed
 matrix). Sample ids are never quoted (a lab may use the MRN as its sample id), nor feature names, nor values.
@@ -61,7 +65,8 @@ MRN_NAMES = ("mrn", "patient_mrn", "medical_record_number", "patient_id")
 MISSING_TOKENS = ("", "na", "nan", "null", "n/a")  # compared lower-cased; "#N/A" is a spreadsheet error, not missing
 META_COLUMNS = ("patient_id", "site", "sample_id", "collection_date", "specimen", "assay")
 SEPARATORS = ("\t", ",", ";", "|")
-SHEET_RULES = ("omics.sample_sheet", "ref.patient")
+SHEET_RULES = ("omics.sample_sheet",)
+PENDING_REASON = "patient not yet ingested"
 
 
 class OmicsFormatError(ValueError):
@@ -255,6 +260,7 @@ class _Run:
     seen: set[str] = field(default_factory=set)
     features: dict[str, int] = field(default_factory=dict)  # union of panels, in order of first appearance
     accepted: list[tuple[dict, dict]] = field(default_factory=list)  # (meta, {feature: value})
+    only: set[tuple[str, str]] | None = None  # (matrix sha256, position) of the samples to consider; None: all
 
     def reject(self, f: LandedFile, landing: Path, where: str, rule: str, message: str) -> None:
         self.result.rejections.append(Rejection(source_uri=object_uri(landing, f.sha256), sha256=f.sha256,
@@ -279,10 +285,24 @@ def _verdict(run: _Run, m: Matrix, i: int, bad: np.ndarray, missing: np.ndarray)
         why = ("has no row in" if sid not in run.sheet else "has conflicting rows in" if row is None
                else "has no MRN in")
         return "omics.sample_sheet", f"sample id {why} the sample sheet"
-    known = run.known_mrns
-    if known is not None and row.mrn not in known and run.keys.patient(run.site, row.mrn) not in known:
-        return "ref.patient", "the sample sheet's MRN is not a patient of this site's EHR extract"
     return None
+
+
+def _is_pending(run: _Run, sid: str) -> bool:
+    """Whether a sample that broke no rule names a patient not (yet) among the site's known patients."""
+    known, row = run.known_mrns, run.sheet[sid]
+    assert row is not None  # _verdict let it through
+    return known is not None and row.mrn not in known and run.keys.patient(run.site, row.mrn) not in known
+
+
+def _hold(run: _Run, f: LandedFile, position: str, sid: str) -> None:
+    """Record a sample as pending: where it is (objects and positions) and its patient's pseudonym, no value."""
+    row, sheet = run.sheet[sid], run.sheet_file[sid]
+    assert row is not None
+    run.result.pending.append({"sha256": f.sha256, "location": position, "suffix": _suffix(f.rel_path),
+                               "sheet_sha256": sheet.sha256, "sheet_location": f"row {run.sheet_row[sid]}",
+                               "sheet_suffix": _suffix(sheet.rel_path),
+                               "patient_key": run.keys.patient(run.site, row.mrn), "reason": PENDING_REASON})
 
 
 def _shift(text: str | None, offset_days: int) -> date | None:
@@ -319,13 +339,17 @@ def _ingest_matrix(run: _Run, f: LandedFile, landing: Path) -> None:
     values, bad, missing = judge_cells(m.cells)
     before = run.result.ingested
     for i, sid in enumerate(m.sample_ids):
+        if run.only is not None and (f.sha256, m.positions[i]) not in run.only:
+            continue  # staging pending samples: the file's other samples were accounted for when it was ingested
         run.result.received += 1
         if not sid:
             run.reject(f, landing, m.positions[i], "omics.sample_sheet", "sample has no id, so no sheet row")
             continue
         verdict = _verdict(run, m, i, bad, missing)
         run.seen.add(sid)
-        if verdict is None:
+        if verdict is None and _is_pending(run, sid):
+            _hold(run, f, m.positions[i], sid)
+        elif verdict is None:
             _accept(run, m, i, values)
             run.result.ingested += 1
         elif verdict[0] in SHEET_RULES and sid in run.sheet:  # a fault of the sheet's row: reported on the sheet
@@ -365,17 +389,21 @@ def _load_sheets(run: _Run, files: list[LandedFile], landing: Path) -> None:
 
 
 def ingest_omics(extract: Extract, landing: Path, keys: Pseudonymizer, site: str, known_mrns: set[str] | None,
-                 sample_sheet: LandedFile | None = None) -> BatchResult:
+                 sample_sheet: LandedFile | None = None,
+                 only: set[tuple[str, str]] | None = None) -> BatchResult:
     """Stage the accepted samples of one landed omics extract as `rows["omics"]` (wide, one row per sample, sorted
     by patient then sample pseudonym) and `rows["omics_features"]`; every other sample is a rejection.
 
     The sample sheet is `sample_sheet` when given, else every file of the extract named `sample_sheet.*` or
     `samples.*`; all other files are matrices. `known_mrns` are the MRNs of the same site's EHR extract (None skips
-    the ref.patient check); their patient pseudonyms, which is what the staged patients table holds, work as well.
+    the patient check); their patient pseudonyms, which is what the staged patients table holds, work as well. A
+    sample of no known patient is pending (`result.pending`). `only` limits the run to these (matrix sha256,
+    position) samples: how pending samples are staged once their patients are known, without counting the others
+    again.
     """
     landing = Path(landing)
     result = BatchResult(source=SOURCE)
-    run = _Run(result=result, keys=keys, site=site, known_mrns=known_mrns, sheet={})
+    run = _Run(result=result, keys=keys, site=site, known_mrns=known_mrns, sheet={}, only=only)
     sheets = [sample_sheet] if sample_sheet is not None else [f for f in extract.files if is_sample_sheet(f.rel_path)]
     _load_sheets(run, sheets, landing)
     for f in extract.files:

@@ -59,3 +59,13 @@ def commit_if_finished(root: Path, name: str) -> Event | None:
     if event is not None:
         dvc_run(root, "commit", "--force", name)
     return event
+
+
+def pending_ingest(root: Path) -> list[str]:
+    """What ingest holds back for now, one line per site and reason ("N omics samples pending: patient not yet
+    ingested (site X)"): samples that broke no rule and wait for the FHIR ingest of their patients."""
+    from tasks.ingest.pending import pending_lines  # lazy: status is read by stages that never ingest
+    from tasks.ingest.state import IngestState
+
+    ws = Workspace(Path(root))
+    return pending_lines(IngestState(ws.state)) if (ws.state / "ingest.db").exists() else []

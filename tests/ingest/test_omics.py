@@ -20,7 +20,8 @@ from tasks.synth.generate import SynthConfig, generate
 
 SITE = "site-a"
 KEYS = Pseudonymizer(b"k" * 32)
-EXPECTED_RULE = {"invalid_omics_value": "omics.value", "missing_patient_reference": "ref.patient"}
+EXPECTED_RULE = {"invalid_omics_value": "omics.value"}
+PENDING = "missing_patient_reference"  # a sample of no known patient is pending (waits for FHIR), not rejected
 
 
 def ingest_dir(source: Path, landing: Path, known: set[str] | None, **kw) -> BatchResult:
@@ -61,7 +62,8 @@ def comparable(r: BatchResult) -> tuple:
         kind, n = location.split()
         return f"row {int(n) - 1}" if kind == "column" else location
 
-    return r.rows["omics"], r.rows["omics_features"], sorted((j.rule, place(j.location)) for j in r.rejections)
+    held = sorted((p["sheet_location"], p["patient_key"]) for p in r.pending)  # pending: by its sheet row
+    return r.rows["omics"], r.rows["omics_features"], sorted((j.rule, place(j.location)) for j in r.rejections), held
 
 
 def variant(tmp_path: Path, cohort: Path, name: str, frame: pl.DataFrame, write) -> Path:
@@ -75,7 +77,7 @@ def variant(tmp_path: Path, cohort: Path, name: str, frame: pl.DataFrame, write)
 
 def test_accounting_identity(result, expression):
     assert result.source == "omics"
-    assert result.received == expression.height == result.ingested + result.quarantined
+    assert result.received == expression.height == result.ingested + result.quarantined + len(result.pending)
     assert result.balanced()
     assert len(result.rows["omics"]) == result.ingested
 
@@ -83,7 +85,7 @@ def test_accounting_identity(result, expression):
 def test_every_omics_corruption_under_its_rule_and_nothing_else(result, cohort, expression, sheet, tmp_path):
     truth = [json.loads(line) for line in (cohort / "truth" / "corruptions.jsonl").read_text().splitlines()]
     truth = [t for t in truth if t["modality"] == "omics"]
-    assert {t["kind"] for t in truth} == set(EXPECTED_RULE)  # the cohort exercises both kinds
+    assert {t["kind"] for t in truth} == {*EXPECTED_RULE, PENDING}  # the cohort exercises both kinds
     extract = land(cohort / SITE / "omics", tmp_path / "landing", "omics", SITE)
     sha_of = {f"{SITE}/omics/{f.rel_path}": f.sha256 for f in extract.files}
     row_in = {"sample_sheet.tsv": list(sheet["sample_id"]), "expression.tsv": list(expression["sample_id"])}
@@ -91,6 +93,9 @@ def test_every_omics_corruption_under_its_rule_and_nothing_else(result, cohort, 
     def where(t: dict) -> tuple[str, str]:  # the file where the fault is, and the sample's data row in it
         return sha_of[t["file"]], f"row {row_in[Path(t['file']).name].index(t['sample_id']) + 1}"
 
+    held = {(p["sheet_sha256"], p["sheet_location"]) for p in result.pending}
+    assert held == {where(t) for t in truth if t["kind"] == PENDING}
+    truth = [t for t in truth if t["kind"] != PENDING]
     got = {(j.sha256, j.location): j for j in result.rejections}
     assert set(got) == {where(t) for t in truth}
     for t in truth:
@@ -175,7 +180,7 @@ def test_numeric_parquet_with_nan_and_inf(cohort, known, expression, tmp_path):
                                .otherwise(pl.col("GENE0004")).alias("GENE0004"))
     r = ingest_dir(variant(tmp_path, cohort, "x.parquet", frame, lambda f, p: f.write_parquet(p)),
                    tmp_path / "landing", known)
-    rules = {j.location: j.rule for j in r.rejections if j.rule != "ref.patient"}  # the others are the sheet's
+    rules = {j.location: j.rule for j in r.rejections}
     assert rules["row 1"] == "omics.value"
     assert "row 2" not in rules  # one NaN is a missing value, not an error
     (row,) = [x for x in r.rows["omics"] if x["sample_id"] == KEYS.resource_id(SITE, "Sample", frame["sample_id"][1])]
@@ -229,12 +234,16 @@ def test_missing_threshold(tmp_path):
 def test_duplicates_sheet_and_patient_rules(tmp_path):
     matrix = "sample_id\tg1\nS1\t1\nS1\t2\nS2\t3\nS3\t4\nS4\t5\n"
     r = ingest_dir(_tiny(tmp_path, matrix), tmp_path / "l", {"M1", "M2"})
-    # matrix rows 2 (the second S1) and 5 (S4, not in the sheet); the sheet's row 3 (S3's MRN is no patient)
-    assert _rules(r) == {"row 2": "omics.duplicate", "row 3": "ref.patient", "row 5": "omics.sample_sheet"}
+    # matrix rows 2 (the second S1) and 5 (S4, not in the sheet); S3 (matrix row 4, the sheet's row 3) names no
+    # known patient: pending, not rejected
+    assert _rules(r) == {"row 2": "omics.duplicate", "row 5": "omics.sample_sheet"}
     assert sorted(row["g1"] for row in r.rows["omics"]) == [1.0, 3.0]  # the first S1 is the one considered
-    assert r.received == 5 and r.ingested == 2
-    unchecked = ingest_dir(_tiny(tmp_path, matrix), tmp_path / "l2", None)  # no EHR MRNs: no ref.patient check
-    assert "row 3" not in _rules(unchecked)
+    assert r.received == 5 and r.ingested == 2 and r.balanced()
+    (held,) = r.pending
+    assert (held["location"], held["sheet_location"], held["patient_key"], held["reason"]) == \
+        ("row 4", "row 3", KEYS.patient(SITE, "M3"), "patient not yet ingested")
+    unchecked = ingest_dir(_tiny(tmp_path, matrix), tmp_path / "l2", None)  # no EHR MRNs: no patient check
+    assert not unchecked.pending and unchecked.ingested == 3
     by_pseudonym = ingest_dir(_tiny(tmp_path, matrix), tmp_path / "l3", {KEYS.patient(SITE, m) for m in ("M1", "M2")})
     assert comparable(by_pseudonym) == comparable(r)  # the staged patients table knows pseudonyms, not MRNs
 
