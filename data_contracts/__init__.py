@@ -11,12 +11,16 @@ from pathlib import Path
 
 import yaml
 
+from data_contracts import ucum
+
 HERE = Path(__file__).parent
 
 
 @dataclass(frozen=True)
 class LabCode:
-    """One accepted lab/vital: LOINC code, canonical UCUM unit, valid alternatives and the plausible range."""
+    """What the catalogue knows about one LOINC code: its canonical UCUM unit, the other units the synthetic
+    generator uses, the plausible (and optionally reference) range, and the molar mass where mass and substance
+    concentrations meet. Conversions come from the UCUM library (data_contracts/ucum.py), not from this file."""
 
     key: str
     loinc: str
@@ -26,38 +30,55 @@ class LabCode:
     alternatives: dict[str, tuple[float, float]]  # unit -> (factor, offset): canonical = value * factor + offset
     plausible: tuple[float, float]
     catalog_version: int
+    reference: tuple[float, float] | None = None
+    molar_mass: float | None = None  # g/mol
+    model_input: bool = True  # in the `labs` section (the labs encoder's codes), not `more_labs`
 
     def to_canonical(self, value: float, unit: str) -> float:
-        """Convert `value` in `unit` to the canonical unit; KeyError names the unit if it is not valid here."""
-        if unit == self.canonical:
-            return value
-        factor, offset = self.alternatives[unit]
-        return value * factor + offset
+        """Convert `value` in `unit` to the canonical unit; KeyError names the unit if it is not commensurable."""
+        out = ucum.convert(value, unit, self.canonical, self.molar_mass)
+        if out is None:
+            raise KeyError(unit)
+        return out
 
     def from_canonical(self, value: float, unit: str) -> float:
-        if unit == self.canonical:
-            return value
-        factor, offset = self.alternatives[unit]
-        return (value - offset) / factor
+        out = ucum.convert(value, self.canonical, unit, self.molar_mass)
+        if out is None:
+            raise KeyError(unit)
+        return out
 
     @property
     def units(self) -> tuple[str, ...]:
+        """The canonical unit and the catalogue's alternatives (any commensurable UCUM unit converts, too)."""
         return (self.canonical, *self.alternatives)
+
+
+def _lab_code(key: str, spec: dict, version: int, model_input: bool) -> LabCode:
+    molar_mass = float(spec["molar_mass"]) if spec.get("molar_mass") else None
+    alternatives = {}
+    for unit in spec.get("units") or ():
+        linear = ucum.affine(unit, spec["canonical"], molar_mass)
+        if linear is None:
+            raise ValueError(f"labs.yaml: {key}: unit {unit} does not convert to {spec['canonical']}")
+        alternatives[unit] = linear
+    reference = tuple(float(x) for x in spec["reference"]) if spec.get("reference") else None
+    return LabCode(key=key, loinc=str(spec["loinc"]), display=spec["display"], category=spec["category"],
+                   canonical=spec["canonical"], alternatives=alternatives,
+                   plausible=tuple(float(x) for x in spec["plausible"]), catalog_version=version,
+                   reference=reference, molar_mass=molar_mass, model_input=model_input)
 
 
 @cache
 def lab_catalog() -> dict[str, LabCode]:
-    """Lab catalogue keyed by our short key (e.g. 'crp'); see labs.yaml."""
+    """Lab catalogue keyed by our short key (e.g. 'crp'), `labs` then `more_labs`; see labs.yaml."""
     raw = yaml.safe_load((HERE / "labs.yaml").read_text())
-    out = {}
-    for key, spec in raw["labs"].items():
-        alts = {u: (float(a["factor"]), float(a.get("offset", 0.0))) for u, a in (spec["alternatives"] or {}).items()}
-        out[key] = LabCode(key=key, loinc=spec["loinc"], display=spec["display"], category=spec["category"],
-                           canonical=spec["canonical"], alternatives=alts, plausible=tuple(spec["plausible"]),
-                           catalog_version=int(raw["version"]))
+    version = int(raw["version"])
+    out = {key: _lab_code(key, spec, version, True) for key, spec in raw["labs"].items()}
+    out.update({key: _lab_code(key, spec, version, False) for key, spec in (raw.get("more_labs") or {}).items()})
     return out
 
 
+@cache
 def lab_by_loinc() -> dict[str, LabCode]:
     return {lab.loinc: lab for lab in lab_catalog().values()}
 

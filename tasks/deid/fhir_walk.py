@@ -30,7 +30,9 @@ KEEP_STRING = {"resourceType", "system", "code", "status", "unit", "use", "versi
                "gender", "profile", "mode", "kind", "intent", "priority", "comparator", "valueCode", "valueUri",
                "valueCanonical", "data"}  # data: an attachment's content, already decoded, scrubbed and re-encoded
 DATE_KEYS = {"date", "start", "end", "issued", "created", "time", "recorded", "lastUpdated", "authoredOn",
-             "timestamp", "sent", "received", "creation", "event", "occurrenceDateTime", "birthDate"}
+             "timestamp", "sent", "received", "creation", "event", "occurrenceDateTime", "birthDate",
+             "started", "dateAsserted", "whenHandedOver", "whenPrepared", "receivedTime", "lastOccurrence",  # events
+             "dateTime", "recordedOn", "authored", "dateWritten", "detected"}
 REFERENCE = re.compile(r"(?:https?://\S+/)?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/\S+)?")
 AGE_CAP_YEARS = 89
 

@@ -1,10 +1,10 @@
 """EHR ingest: a landed FHIR R4 bulk export -> checked, de-identified rows of the staged tables
-(patients, encounters, labs, conditions, notes, deletions).
+(patients, encounters, labs, conditions, notes, events, deletions).
 
 Order matters: parse and check first (tasks/ingest/fhir_parse.py; rejected lines never reach de-identification), then
 de-identify every surviving resource with the extract's own people as the scrubber's known identifiers, then flatten
-through the allow-list (tasks/ingest/fhir_flatten.py). Lab values are converted to the catalogue's canonical unit
-before anything downstream sees them.
+through the allow-list (tasks/ingest/fhir_flatten.py). Lab values are converted to their code's canonical UCUM unit
+(the catalogue's, else the workspace's first: tasks/ingest/lab_units.py) before anything downstream sees them.
 
 Patients of earlier exports: an incremental export does not repeat unchanged Patients, so the workspace remembers,
 per site, a keyed hash of each published FHIR Patient id -> its pseudonym (IngestState.patient_links, in .mmfm/,
@@ -14,20 +14,26 @@ its first ingest.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from tasks.deid import DeidError, Pseudonymizer, deidentify_resource, known_identifiers, patient_index
 from tasks.deid.fhir import human_names
+from tasks.deid.fhir_elements import type_label
 from tasks.deid.text import KnownIdentifiers
 from tasks.ingest.accounting import BatchResult
-from tasks.ingest.fhir_flatten import FLATTEN, TABLE_OF
+from tasks.ingest.fhir_events import patient_element
+from tasks.ingest.fhir_flatten import TABLE_OF, flatten
 from tasks.ingest.fhir_parse import CURATED_TYPES, Item, ParsedExport, parse_export
+from tasks.ingest.lab_units import LabUnits
 from tasks.ingest.landing import Extract
 from tasks.ingest.quarantine import Rejection
 from tasks.ingest.state import IngestState
 
 NO_MRN = ("deid.fhir_no_mrn", "the Patient has no identifier typed MR (HL7 v2-0203) and none in the MRN system "
           "configured (`--mrn-system` / params.yaml ingest.fhir.mrn_system): its resources cannot be linked")
+SHARED_MRN = ("deid.fhir_shared_mrn", "another Patient of the extract carries the same MRN: the same person twice or "
+              "two people under one number, which cannot be told apart; both are quarantined, with their resources")
 # What a hostile resource can still raise in de-identification or flattening; the type is reported, never the text
 UNEXPECTED = (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError, OverflowError)
 
@@ -87,7 +93,7 @@ def _subject(it: Item) -> str | None:
     res = it.resource
     if res["resourceType"] == "Patient":
         return res["id"]
-    ref = (res.get("subject") or {}).get("reference", "")
+    ref = (res.get(patient_element(res["resourceType"])) or {}).get("reference", "")
     return ref.split("/", 1)[1] if isinstance(ref, str) and "/" in ref else None
 
 
@@ -107,7 +113,8 @@ def ingest_fhir(extract: Extract, landing, keys: Pseudonymizer, site: str, valid
     state_dir = state_dir or workspace_state(landing)
     state = IngestState(state_dir) if state_dir is not None else None
     earlier = EarlierPatients(keys, site, state.patient_links(site) if state is not None else None)
-    parsed = parse_export(extract, landing, validate_structure=validate_structure, earlier=earlier)
+    parsed = parse_export(extract, landing, validate_structure=validate_structure, earlier=earlier,
+                          units=LabUnits(state))  # lab units: the workspace's, recorded in its state
     result = BatchResult(source="fhir", received=sum(parsed.received.values()))
     result.rejections.extend(parsed.rejections)
     result.facts = {"manifest": parsed.manifest, "operation_outcomes": dict(parsed.errors),
@@ -116,21 +123,26 @@ def ingest_fhir(extract: Extract, landing, keys: Pseudonymizer, site: str, valid
     reference = parsed.transaction_date  # ages for the over-89 rule are computed at it, so reruns agree
     patients = [it.resource for it in parsed.items.get("Patient", [])]
     index = patient_index(patients, site, mrn_system)
+    shared = _shared_mrns(index)
+    index = {fhir_id: owner for fhir_id, owner in index.items() if fhir_id not in shared}
     staff, orgs, others = _people(parsed)
     known = {p["id"]: known_identifiers(p, staff, orgs, reference, other_names=others) for p in patients}
     # A patient of an earlier export has no Patient resource here, so the scrubber gets only the extract-wide names
     # for their notes: their own name, phone and MRN are not known this time (accepted: the patterns still apply).
     extract_wide = KnownIdentifiers(staff_names=staff, organizations=orgs, other_names=others)
     linked: dict[str, str] = {}  # keyed FHIR id -> pseudonym of the patients this extract ingests
+    ingested: Counter = Counter()  # staged resources per type
     for rtype in CURATED_TYPES:
         for it in parsed.items.get(rtype, []):
             if rtype == "Patient" and it.resource.get("id") not in index:
-                result.rejections.append(_rejection(it, *NO_MRN))
+                result.rejections.append(_rejection(it, *(SHARED_MRN if it.resource.get("id") in shared else NO_MRN)))
                 continue
             pseudonym = _ingest_one(result, it, keys, site, index, known.get(_subject(it), extract_wide), reference,
-                                    earlier)
+                                    earlier, parsed.units)
+            ingested[rtype] += pseudonym is not None
             if rtype == "Patient" and pseudonym is not None:
                 linked[earlier.key(it.resource["id"])] = pseudonym
+    result.facts["resource_types"] = _per_type(parsed.received, ingested)
     if state is not None:
         state.stage_patient_links("fhir", site, extract.extract_id, linked)
     result.add_rows("deletions", [{"resource_type": t, "site": site, "resource_id": _deleted_id(keys, site, t, rid,
@@ -139,15 +151,25 @@ def ingest_fhir(extract: Extract, landing, keys: Pseudonymizer, site: str, valid
     return result
 
 
+def _shared_mrns(index: dict[str, tuple[str, str]]) -> set[str]:
+    """FHIR ids of the Patients whose MRN another Patient of the extract (with another id) also carries. Staged, they
+    would be one pseudonym with two rows (and two people's records merged, if they are two people)."""
+    holders: dict[tuple[str, str], list[str]] = {}
+    for fhir_id, (owner_site, mrn) in index.items():
+        holders.setdefault((owner_site, mrn.strip()), []).append(fhir_id)
+    return {fhir_id for ids in holders.values() if len(ids) > 1 for fhir_id in ids}
+
+
 def _ingest_one(result: BatchResult, it: Item, keys: Pseudonymizer, site: str, index: dict, known, reference,
-                earlier: EarlierPatients) -> str | None:
+                earlier: EarlierPatients, units: LabUnits | None = None) -> str | None:
     """De-identify and flatten one resource, or quarantine it under the rule it broke (never quoting it); the
-    patient pseudonym of what was staged, None when it was quarantined."""
+    patient pseudonym of what was staged, None when it was quarantined. An Observation gives a row per value (its
+    components'), a panel without a value none: either way it is ingested."""
     rtype = it.resource["resourceType"]
     try:
         out = deidentify_resource(it.resource, keys, site=site, patients=index, known=known, age_reference=reference,
                                   earlier=earlier.get)
-        row = FLATTEN[rtype](out.resource)
+        rows = flatten(rtype, out.resource, units)
     except DeidError as exc:
         result.rejections.append(_rejection(it, f"deid.{exc.rule}", str(exc)))
         return None
@@ -157,9 +179,20 @@ def _ingest_one(result: BatchResult, it: Item, keys: Pseudonymizer, site: str, i
         return None
     result.deid.add_fhir(out)
     result.add_rows(TABLE_OF[rtype], [{**row, "patient_id": out.patient_pseudonym, "site": site,
-                                       "source_sha256": it.sha256}])
+                                       "source_sha256": it.sha256} for row in rows])
     result.ingested += 1
     return out.patient_pseudonym
+
+
+def _per_type(received: Counter, ingested: Counter) -> dict[str, dict[str, int]]:
+    """received / ingested / quarantined per resource type (what the export delivered of each, and its fate): a type
+    kept in landing shows up with everything quarantined. Quarantined is received less ingested; the totals'
+    `received == ingested + quarantined`, checked at publish, is what ties it to the quarantine records."""
+    by_label: Counter = Counter()  # a type the file name or the line claims is input: quoted only if FHIR's
+    for t, n in received.items():
+        by_label[t if t == "export metadata" else type_label(t)] += n
+    return {t: {"received": n, "ingested": ingested[t], "quarantined": n - ingested[t]}
+            for t, n in sorted(by_label.items())}
 
 
 def _deleted_id(keys: Pseudonymizer, site: str, rtype: str, rid: str, index: dict, earlier: EarlierPatients) -> str:

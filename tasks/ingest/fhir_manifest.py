@@ -60,6 +60,28 @@ def read_lines(path: Path):
                 yield n, line
 
 
+def _decode(raw: bytes) -> str:
+    for codec in ("utf-8", "cp1252"):
+        try:
+            return raw.decode(codec)
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("latin-1")
+
+
+def read_records(path: Path, document: bool = False):
+    """(line number, text) of each record of a resource file. A file named `.json` (`document`) holding one JSON
+    document over many lines (a pretty-printed Bundle, as Synthea and servers' Bundle downloads write it) is one
+    record at line 1; anything else, and a `.json` file that is not one document (NDJSON under another name), is
+    read line by line (`read_lines`)."""
+    if document:
+        text = _decode(path.read_bytes())
+        if "\n" in text.strip() and isinstance(load_json(text), dict):
+            yield 1, text
+            return
+    yield from read_lines(path)
+
+
 def load_json(text: str) -> object:
     """json.loads, with None for anything that is not JSON (nesting too deep to parse included)."""
     try:

@@ -5,14 +5,16 @@ Rules (ids as they appear in quarantine records):
     fhir.json          the line is not a JSON object
     fhir.type          resourceType missing or not the file's type, or no id (a string)
     fhir.bundle_entry  a Bundle entry that is not an object holding a resource (or `entry` is not a list)
-    fhir.unsupported_type  a well-formed resource of a type outside CURATED_TYPES (e.g. MedicationRequest): kept in
-                       landing and accounted for, not staged, until a table is curated for it
+    fhir.unsupported_type  a well-formed resource of a type outside CURATED_TYPES (e.g. Organization, Medication,
+                       Practitioner: no patient subject): kept in landing and accounted for, not staged
     fhir.structure     fails structural R4 validation (fhir.resources) for the types we curate
     fhir.duplicate     a resource with the same type and id was already read in this extract
     ref.patient        the subject refers to a patient that is neither in the extract nor published earlier
-    labs.code          an Observation whose LOINC code is not in data_contracts/labs.yaml
-    labs.unit          a unit that is not valid for that LOINC code
-    labs.plausible     a value outside the physiologically possible range (after conversion to the canonical unit)
+    labs.code          an Observation (or a component with a value) with no LOINC coding of LOINC grammar; any LOINC
+                       code is accepted, catalogued or not (tasks/ingest/fhir_labs.py)
+    labs.value         a value type we do not stage (valueRange, ...), or a quantity without a finite number
+    labs.unit          a unit that is not UCUM, or not commensurable with the code's canonical unit (lab_units.py)
+    labs.plausible     a catalogued code's value outside its possible range (after conversion to the canonical unit)
     fhir.deleted       listed in the manifest's `deleted` files: the resource is withdrawn, not ingested
     fhir.manifest, fhir.deleted_list, fhir.outcome_list   unusable parts of the export's metadata (fhir_manifest.py)
 Messages name rules, FHIR type names, element paths (as far as the FHIR model defines them) and positions, never
@@ -32,23 +34,28 @@ from pathlib import Path
 
 from fhir.resources.R4B import get_fhir_model_class
 
-from data_contracts import lab_by_loinc
 from tasks.deid.fhir import human_names
 from tasks.deid.fhir_elements import element_path, type_label
+from tasks.ingest.fhir_bundle import bundle_resources
+from tasks.ingest.fhir_events import EVENT_TYPES, patient_element
+from tasks.ingest.fhir_labs import check as check_observation
+from tasks.ingest.fhir_labs import propose_units
 from tasks.ingest.fhir_manifest import (
     Manifest,
     Problem,
     listed_type,
     load_json,
     read_deleted,
-    read_lines,
     read_manifest,
     read_outcomes,
+    read_records,
 )
+from tasks.ingest.lab_units import LabUnits
 from tasks.ingest.landing import Extract, object_path, object_uri
 from tasks.ingest.quarantine import Rejection
 
-CURATED_TYPES = ("Patient", "Encounter", "Observation", "Condition", "DiagnosticReport", "DocumentReference")
+CURATED_TYPES = ("Patient", "Encounter", "Observation", "Condition", "DiagnosticReport", "DocumentReference",
+                 *EVENT_TYPES)  # events: patient-referencing clinical resources, one typed table (fhir_events.py)
 STAFF_TYPES = ("Practitioner",)  # not staged, but their names are staff a note may name
 RELATED_TYPES = ("RelatedPerson", "Person")  # not staged, but their names are people a note may name
 
@@ -80,6 +87,7 @@ class ParsedExport:
     transaction_date: date | None = None  # the manifest's transactionTime: when the export was taken
     staff_names: set[str] = field(default_factory=set)  # of Practitioner resources (not staged)
     related_names: set[str] = field(default_factory=set)  # of RelatedPerson / Person resources (not staged)
+    units: LabUnits = field(default_factory=LabUnits)  # canonical unit per LOINC code, resolved for this extract
 
 
 def _reject(out: ParsedExport, uri: str, sha: str, where: str, rule: str, message: str) -> None:
@@ -93,8 +101,9 @@ def _structure_models() -> dict:
     return {t: get_fhir_model_class(t).model_validate for t in CURATED_TYPES}
 
 
-def _parse_file(out: ParsedExport, path: Path, uri: str, sha: str, expected: str | None, validate) -> None:
-    for n, line in read_lines(path):
+def _parse_file(out: ParsedExport, path: Path, uri: str, sha: str, expected: str | None, validate,
+                document: bool = False) -> None:
+    for n, line in read_records(path, document):
         where = f"line {n}"
         res = load_json(line)
         if res is None:
@@ -123,9 +132,8 @@ def _parse_bundle(out: ParsedExport, bundle: dict, uri: str, sha: str, where: st
         out.received["Bundle"] += 1
         _reject(out, uri, sha, where, "fhir.bundle_entry", "Bundle.entry is not a list")
         return
-    for k, entry in enumerate(entries, start=1):
+    for k, inner in enumerate(bundle_resources(entries), start=1):  # urn:uuid entries named, references resolved
         at = f"{where} entry {k}"
-        inner = entry.get("resource") if isinstance(entry, dict) else None
         rtype = inner.get("resourceType") if isinstance(inner, dict) else None
         out.received[rtype if isinstance(rtype, str) and rtype else "unknown"] += 1
         if not isinstance(inner, dict):
@@ -142,7 +150,8 @@ def _accept(out: ParsedExport, res: dict, uri: str, sha: str, where: str, valida
     if rtype not in CURATED_TYPES:
         _collect_names(out, res, rtype)
         _reject(out, uri, sha, where, "fhir.unsupported_type",
-                f"{type_label(rtype)} is not a curated type ({', '.join(CURATED_TYPES)}): kept in landing, not staged")
+                f"{type_label(rtype)} is not a curated type (no table, not a patient event): kept in landing, "
+                "not staged")
         return
     if validate is not None and rtype in validate:
         try:
@@ -167,10 +176,11 @@ def _collect_names(out: ParsedExport, res: dict, rtype: str) -> None:
 
 
 def parse_export(extract: Extract, landing: Path, validate_structure: bool = True,
-                 earlier: Container[str] = ()) -> ParsedExport:
+                 earlier: Container[str] = (), units: LabUnits | None = None) -> ParsedExport:
     """Parse every NDJSON/JSON file of a landed FHIR extract; reconcile line counts with the manifest. `earlier`
-    holds the FHIR ids of patients published from the same site before (see IngestState.patient_links)."""
-    out = ParsedExport()
+    holds the FHIR ids of patients published from the same site before (see IngestState.patient_links); `units`
+    the workspace's lab units (LabUnits over IngestState; default: units of this extract only)."""
+    out = ParsedExport(units=units if units is not None else LabUnits())
     by_name = {Path(f.rel_path).name: f for f in extract.files}
     manifest_file = next((f for f in extract.files if Path(f.rel_path).name == "manifest.json"), None)
     manifest = _read_manifest(out, landing, manifest_file, by_name)
@@ -183,7 +193,8 @@ def parse_export(extract: Extract, landing: Path, validate_structure: bool = Tru
         expected = manifest.listed.get(name) or (name.split(".")[0] if name.endswith(".ndjson") else None)
         before = sum(out.received.values())
         uri = object_uri(landing, f.sha256)
-        _parse_file(out, object_path(landing, f.sha256), uri, f.sha256, expected, validate)
+        _parse_file(out, object_path(landing, f.sha256), uri, f.sha256, expected, validate,
+                    document=name.lower().endswith(".json"))
         if name in manifest.listed:  # named by its landing object: a file's name stays inside landing
             out.manifest[uri] = {"type": listed_type(manifest, name), "declared": manifest.declared[name],
                                  "received": sum(out.received.values()) - before}
@@ -236,7 +247,7 @@ def _drop_duplicates_and_deleted(out: ParsedExport, rtype: str, items: list[Item
 
 
 def _subject_id(res: dict) -> str | None:
-    subject = res.get("subject")
+    subject = res.get(patient_element(res["resourceType"]))  # `patient` for AllergyIntolerance, Immunization, ...
     ref = subject.get("reference") if isinstance(subject, dict) else None
     return ref.split("/", 1)[1] if isinstance(ref, str) and ref.startswith("Patient/") else None
 
@@ -253,30 +264,23 @@ def _check_references(out: ParsedExport, earlier: Container[str]) -> None:
                 kept.append(it)
             else:
                 _reject(out, it.uri, it.sha256, it.location, "ref.patient",
-                        f"{rtype}.subject does not refer to a Patient of this extract or of an earlier one")
+                        f"{rtype}.{patient_element(rtype)} does not refer to a Patient of this extract or of an "
+                        "earlier one")
         out.items[rtype] = kept
 
 
 def _check_labs(out: ParsedExport) -> None:
-    labs, kept = lab_by_loinc(), []
-    for it in out.items.get("Observation", []):
-        obs, where = it.resource, it.location
-        code = obs.get("code") if isinstance(obs.get("code"), dict) else {}
-        codings = code.get("coding") if isinstance(code.get("coding"), list) else []
-        codes = [c.get("code") for c in codings if isinstance(c, dict) and c.get("system") == "http://loinc.org"]
-        lab = next((labs[c] for c in codes if isinstance(c, str) and c in labs), None)
-        qty = obs.get("valueQuantity") if isinstance(obs.get("valueQuantity"), dict) else {}
-        unit, value = qty.get("code", qty.get("unit")), qty.get("value")
-        if lab is None:
-            _reject(out, it.uri, it.sha256, where, "labs.code", "Observation code is not a catalogued LOINC code")
-        elif not isinstance(unit, str) or unit not in lab.units or isinstance(value, bool) \
-                or not isinstance(value, int | float):
-            _reject(out, it.uri, it.sha256, where, "labs.unit",
-                    f"unit not valid for LOINC {lab.loinc} (allowed: {', '.join(lab.units)})")
-        elif not lab.plausible[0] <= lab.to_canonical(value, unit) <= lab.plausible[1]:
-            _reject(out, it.uri, it.sha256, where, "labs.plausible",
-                    f"value outside the possible range {lab.plausible[0]:g}-{lab.plausible[1]:g} {lab.canonical} "
-                    f"for LOINC {lab.loinc}")
-        else:
+    """Any LOINC-coded Observation is kept if its values can be staged. Two passes: the first units seen for codes
+    new to the workspace are recorded before any reading is checked against them (tasks/ingest/lab_units.py)."""
+    observations = out.items.get("Observation", [])
+    for it in observations:
+        propose_units(it.resource, out.units)
+    out.units.resolve()
+    kept = []
+    for it in observations:
+        fault = check_observation(it.resource, out.units)
+        if fault is None:
             kept.append(it)
+        else:
+            _reject(out, it.uri, it.sha256, it.location, *fault)
     out.items["Observation"] = kept

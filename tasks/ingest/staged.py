@@ -18,7 +18,9 @@ from data_contracts import table_schemas
 from tasks.atomic import write_with
 
 ID_COLUMN = {"patients": "patient_id", "encounters": "encounter_id", "labs": "observation_id",
-             "conditions": "condition_id", "notes": "note_id", "imaging": "series_id", "omics": "sample_id"}
+             "conditions": "condition_id", "notes": "note_id", "imaging": "series_id", "omics": "sample_id",
+             "events": "event_id", "objects": "object_id"}
+TYPED_IDS = {"events"}  # ids written `<ResourceType>/<pseudonymous id>` (one table holds several types)
 FLOAT32_TABLES = {"omics"}
 MODALITY_TABLES = {"imaging": "imaging", "labs": "labs", "notes": "notes", "omics": "omics"}
 
@@ -68,7 +70,9 @@ def read_table(staged: Path, table: str) -> pl.DataFrame:
     key = ID_COLUMN.get(table)
     deletions = sorted((staged / "deletions").glob("*.parquet"))
     if key and deletions:
-        gone = pl.concat([pl.read_parquet(p) for p in deletions])["resource_id"]
+        gone = pl.concat([pl.read_parquet(p) for p in deletions])
+        gone = gone.select(pl.concat_str("resource_type", pl.lit("/"), "resource_id") if table in TYPED_IDS
+                           else pl.col("resource_id")).to_series()
         frame = frame.filter(~pl.col(key).is_in(gone.implode()))
     return frame
 

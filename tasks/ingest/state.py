@@ -10,6 +10,16 @@ as keyed hash of the FHIR Patient id -> pseudonym. Neither the FHIR id nor the M
 patients' links under its extract id (`stage_patient_links`); `mark_processed`, the commit point, makes them visible
 in the same transaction, so a run killed before publishing leaves no link to a patient that was never published.
 
+Pending omics samples (`pending`): samples that broke no rule but name a patient not yet ingested from their site.
+Kept by place only (landed matrix object + position, sheet object + row, file suffixes) with the pseudonym the
+sample's MRN will have, a keyed hash of the MRN (never the MRN, a sample id or a value), until a FHIR ingest of the
+site publishes that patient and stages them (tasks/ingest/pending.py). Staging claims a batch of rows first
+(`claim_pending`), so a run killed while publishing it republishes the very same batch; `resolve_pending` drops it.
+
+Lab units (`lab_units`): LOINC code -> the UCUM unit the workspace curates a code outside data_contracts/labs.yaml
+in, the first one seen for it (tasks/ingest/lab_units.py). Recorded when an extract is parsed, before it publishes:
+a unit is a fact about the code, not about the extract, so a run killed before publishing leaves nothing wrong.
+
 Resuming after `kill -9`: publishing an extract claims it first (`claim`: the run id that started it, kept until
 `mark_processed` releases it in the same transaction that records its files). A run killed in between leaves the
 claim behind, so the rerun publishes under the *first* run's id: its quarantine file, de-identification report and
@@ -37,6 +47,12 @@ CREATE TABLE IF NOT EXISTS patient_links (site TEXT NOT NULL, id_key TEXT NOT NU
 CREATE TABLE IF NOT EXISTS staged_patient_links (kind TEXT NOT NULL, site TEXT NOT NULL, extract_id TEXT NOT NULL,
                                                  id_key TEXT NOT NULL, pseudonym TEXT NOT NULL,
                                                  PRIMARY KEY (kind, site, extract_id, id_key));
+CREATE TABLE IF NOT EXISTS lab_units (loinc TEXT PRIMARY KEY, unit TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pending (site TEXT NOT NULL, extract_id TEXT NOT NULL, sha256 TEXT NOT NULL,
+                                    location TEXT NOT NULL, suffix TEXT NOT NULL, sheet_sha256 TEXT NOT NULL,
+                                    sheet_location TEXT NOT NULL, sheet_suffix TEXT NOT NULL,
+                                    patient_key TEXT NOT NULL, reason TEXT NOT NULL, batch TEXT NOT NULL DEFAULT '',
+                                    PRIMARY KEY (site, sha256, location));
 """
 
 
@@ -88,6 +104,47 @@ class IngestState:
         with closing(self._connect()) as db:
             rows = db.execute("SELECT id_key, pseudonym FROM patient_links WHERE site = ?", (site,)).fetchall()
         return dict(rows)
+
+    PENDING_COLUMNS = ("site", "extract_id", "sha256", "location", "suffix", "sheet_sha256", "sheet_location",
+                       "sheet_suffix", "patient_key", "reason", "batch")
+
+    def add_pending(self, site: str, extract_id: str, samples: list[dict]) -> None:
+        """Hold an extract's pending samples (dicts as omics' `result.pending`); a rerun adds nothing twice."""
+        with closing(self._connect()) as db, db:
+            db.executemany("INSERT OR IGNORE INTO pending VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '')",
+                           [(site, extract_id, p["sha256"], p["location"], p["suffix"], p["sheet_sha256"],
+                             p["sheet_location"], p["sheet_suffix"], p["patient_key"], p["reason"])
+                            for p in samples])
+
+    def pending(self, site: str | None = None) -> list[dict]:
+        """Pending samples (of `site`, or all), in a fixed order: site, extract, object, position."""
+        where, args = ("WHERE site = ?", (site,)) if site is not None else ("", ())
+        with closing(self._connect()) as db:
+            rows = db.execute(f"SELECT * FROM pending {where} ORDER BY site, extract_id, sha256, location",
+                              args).fetchall()
+        return [dict(zip(self.PENDING_COLUMNS, r, strict=True)) for r in rows]
+
+    def claim_pending(self, site: str, samples: list[dict], batch: str) -> None:
+        """Mark unclaimed pending samples as being staged in `batch` (kept by a run killed before it resolved)."""
+        with closing(self._connect()) as db, db:
+            db.executemany("UPDATE pending SET batch = ? WHERE site = ? AND sha256 = ? AND location = ? "
+                           "AND batch = ''", [(batch, site, p["sha256"], p["location"]) for p in samples])
+
+    def resolve_pending(self, site: str, batch: str, keep: set[tuple[str, str]] = frozenset()) -> None:
+        """Forget the samples of a published batch (they are staged now), except those at the (sha256, location)
+        places in `keep`, which stay pending, unclaimed."""
+        with closing(self._connect()) as db, db:
+            db.executemany("UPDATE pending SET batch = '' WHERE site = ? AND sha256 = ? AND location = ?",
+                           [(site, sha, loc) for sha, loc in sorted(keep)])
+            db.execute("DELETE FROM pending WHERE site = ? AND batch = ?", (site, batch))
+
+    def lab_units(self, first_seen: dict[str, str] | None = None) -> dict[str, str]:
+        """LOINC -> the workspace's canonical UCUM unit for codes outside the lab catalogue: the first unit seen for
+        a code is recorded (`first_seen`; a code recorded already keeps its unit, whoever recorded it) and every later
+        reading is converted to it. Per workspace, not per site: the model reads one unit per code."""
+        with closing(self._connect()) as db, db:
+            db.executemany("INSERT OR IGNORE INTO lab_units VALUES (?, ?)", sorted((first_seen or {}).items()))
+            return dict(db.execute("SELECT loinc, unit FROM lab_units").fetchall())
 
     def fetched(self) -> set[str]:
         with closing(self._connect()) as db:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_contracts import lab_by_loinc
+from data_contracts import lab_by_loinc, ucum
 
 # kinds, as they appear in truth/corruptions.jsonl
 TRUNCATED_DICOM = "truncated_dicom"
@@ -21,7 +21,7 @@ INVALID_OMICS_VALUE = "invalid_omics_value"
 KINDS = (TRUNCATED_DICOM, INVALID_JSON, DUPLICATE_RESOURCE, WRONG_UNIT, IMPOSSIBLE_VALUE, MISSING_PATIENT,
          INVALID_OMICS_VALUE)
 
-FOREIGN_UNITS = ("kg", "mmol/L", "s", "mm[Hg]")
+FOREIGN_UNITS = ("kg", "mmol/L", "s", "mm[Hg]")  # valid UCUM, but no lab's unit converts to all of them
 
 
 def truncate_file(path, rng: np.random.Generator) -> None:
@@ -31,15 +31,17 @@ def truncate_file(path, rng: np.random.Generator) -> None:
 
 
 def break_observation(obs: dict, rng: np.random.Generator, kind: str) -> None:
-    """Corrupt one Observation in place: a unit foreign to its LOINC code, an impossible value, or a subject
-    reference to a patient who is not in the extract."""
+    """Corrupt one Observation in place: a unit foreign to its LOINC code (UCUM, but not commensurable with the
+    code's canonical unit: ingest converts any commensurable one), an impossible value, or a subject reference to a
+    patient who is not in the extract."""
     if kind == MISSING_PATIENT:
         obs["subject"] = {"reference": f"Patient/{rng.integers(0, 2**63):016x}"}
         return
     quantity = obs["valueQuantity"]
     lab = lab_by_loinc()[obs["code"]["coding"][0]["code"]]
     if kind == WRONG_UNIT:
-        unit = str(rng.choice([u for u in FOREIGN_UNITS if u not in lab.units]))
+        unit = str(rng.choice([u for u in FOREIGN_UNITS
+                               if not ucum.commensurable(u, lab.canonical, lab.molar_mass)]))
         quantity["unit"] = quantity["code"] = unit
     elif kind == IMPOSSIBLE_VALUE:
         high = lab.plausible[1]

@@ -19,7 +19,8 @@ from tasks.validation.splits import assign_splits
 from tasks.vcs import dvc_run
 from tasks.workspace import Workspace
 
-TABLES = ("patients", "encounters", "labs", "conditions", "notes", "imaging", "omics", "omics_features")
+TABLES = ("patients", "encounters", "labs", "conditions", "notes", "imaging", "omics", "omics_features", "events",
+          "objects")
 
 
 class ValidationBlocked(RuntimeError):

@@ -32,11 +32,12 @@ def _encounters() -> pl.DataFrame:
 def _labs() -> pl.DataFrame:
     rows = []
     for i, p in enumerate(PATIENTS):
-        for lab in sorted(lab_catalog().values(), key=lambda x: x.loinc):
+        for lab in sorted((x for x in lab_catalog().values() if x.model_input), key=lambda x: x.loinc):
             lo, hi = lab.plausible
             rows.append({"observation_id": f"O{i}-{lab.key}", "patient_id": p, "site": "site-a",
                          "encounter_id": f"E{i}", "loinc": lab.loinc, "lab": lab.key, "category": lab.category,
-                         "value": lo + (hi - lo) / 3, "unit": lab.canonical, "source_unit": lab.canonical,
+                         "value_type": "quantity", "value": lo + (hi - lo) / 3, "unit": lab.canonical,
+                         "source_unit": lab.canonical,
                          "time": LAB_TIME, "source_sha256": "c" * 64})
     return pl.DataFrame(rows, schema=schema_of("labs"))
 

@@ -20,7 +20,7 @@ def _faulty(batch: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
     b = dict(batch)
     split = dict(b["cohort"].select("patient_id", "split").iter_rows())
     labs = b["labs"].with_columns(split=pl.col("patient_id").replace_strict(split))
-    for ids, values in [(["O0-wbc"], {"value": float("nan")}), (["O0-crp"], {"value": None}),
+    for ids, values in [(["O0-wbc"], {"value": float("nan")}), (["O0-crp"], {"value_type": None}),
                         (["O0-spo2", "O1-spo2"], {"value": SECRET_VALUE}), (["O1-wbc"], {"loinc": "9999-9"}),
                         (["O1-crp"], {"unit": "mmol/L"}), (["O2-wbc"], {"observation_id": None}),
                         (["O2-crp"], {"observation_id": "O2-spo2"}), (["O2-ddimer"], {"time": "yesterday"}),
@@ -60,7 +60,7 @@ def test_gx_counts_what_polars_splits(recorded):
     assert checked > 40
     labs = report.tables["labs"]
     assert labs.outcome("labs.value_in_physiologic_range").gx_unexpected == 3  # NaN and two out of range
-    assert labs.outcome("labs.value_not_null").gx_unexpected == 1
+    assert labs.outcome("labs.value_type_not_null").gx_unexpected == 1
     assert labs.outcome("labs.observation_id_unique").gx_unexpected == 2
     assert report.tables["imaging"].outcome("imaging.tensor").failed == 2
 
@@ -86,9 +86,9 @@ def test_artifacts_are_under_context_dir_and_quote_no_values(recorded):
 
 
 def test_a_broken_schema_is_recorded_by_gx_too(batch):
-    labs = batch["labs"].drop("unit").with_columns(value=pl.lit("x"))
+    labs = batch["labs"].drop("value_type").with_columns(value=pl.lit("x"))
     report = validate_tables({"patients": batch["patients"], "labs": labs})
-    assert report.messages == ["labs: rule labs.schema (fail) broken by 2 columns (missing: unit; dtype: value)"]
+    assert report.messages == ["labs: rule labs.schema (fail) broken by 2 columns (missing: value_type; dtype: value)"]
     results = {r["expectation_config"]["type"]: r["success"] for r in report.tables["labs"].gx["results"]
                if r["expectation_config"]["kwargs"].get("column") in (None, "value")}
     assert results == {"expect_table_columns_to_match_set": False, "expect_column_type_to_be": False}
@@ -100,8 +100,8 @@ def test_a_disagreement_between_polars_and_gx_blocks(batch, monkeypatch):
                                                                         {"column": e.args["column"]})),))
 
     monkeypatch.setitem(compiler.COMPILERS, "not_null", lenient_not_null)
-    labs = set_rows(batch["labs"], "observation_id", ["O0-crp"], value=None)
+    labs = set_rows(batch["labs"], "observation_id", ["O0-crp"], value_type=None)
     report = validate_tables({"patients": batch["patients"], "labs": labs})
     assert report.blocked
-    assert "labs: rule labs.value_not_null part 0: polars counts 0, GX 1 (the split and the record disagree)" \
+    assert "labs: rule labs.value_type_not_null part 0: polars counts 0, GX 1 (the split and the record disagree)" \
         in report.messages

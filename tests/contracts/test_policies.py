@@ -28,9 +28,9 @@ def test_quarantine_drops_exactly_the_broken_rows(batch):
     assert labs.outcome(RANGE).failed == 3
     assert sorted(labs.quarantine_frame["row_key"]) == sorted(bad)
     assert set(labs.quarantine_frame["rule"]) == {RANGE} and set(labs.quarantine_frame["policy"]) == {"quarantine"}
-    assert set(labs.quarantine_frame["contract_version"]) == {"1.0.0"}
+    assert set(labs.quarantine_frame["contract_version"]) == {"2.0.0"}
     assert {(q.key, q.rule, q.policy, q.contract_version) for q in labs.quarantined} == {
-        (k, RANGE, "quarantine", "1.0.0") for k in bad}
+        (k, RANGE, "quarantine", "2.0.0") for k in bad}
     assert report.clean["labs"].height == batch["labs"].height - 3
     assert not set(bad) & set(report.clean["labs"]["observation_id"])
     _balanced(report)
@@ -41,7 +41,7 @@ def test_quarantine_records_name_rows_by_key_never_by_value(batch):
     rejections = validate_tables(batch, gx=False).rejections("run-1")
     assert [(r.rule, r.location, r.stage, r.run_id) for r in rejections] == [
         (RANGE, "observation_id O3-ddimer", "validate", "run-1")]
-    assert rejections[0].contract_version == "labs@1.0.0" and rejections[0].sha256 == "c" * 64
+    assert rejections[0].contract_version == "labs@2.0.0" and rejections[0].sha256 == "c" * 64
     assert "987654" not in repr(rejections)
 
 
@@ -74,10 +74,10 @@ def test_warn_counts_and_keeps(batch):
 
 
 def test_broken_schema_blocks_and_skips_the_other_rules(batch):
-    batch["labs"] = batch["labs"].drop("value").with_columns(time=pl.lit(1))
+    batch["labs"] = batch["labs"].drop("value_type").with_columns(time=pl.lit(1))
     report = validate_tables(batch, gx=False)
     labs = report.tables["labs"]
-    assert report.messages == ["labs: rule labs.schema (fail) broken by 2 columns (missing: value; dtype: time)"]
+    assert report.messages == ["labs: rule labs.schema (fail) broken by 2 columns (missing: value_type; dtype: time)"]
     assert all(o.skipped == "schema broken" for o in labs.rules if o.type != "schema")
     assert report.clean["labs"].height == 0 and labs.rows_failed == labs.rows_checked
 

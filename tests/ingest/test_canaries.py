@@ -1,7 +1,7 @@
 """PHI canaries through the whole ingest: unique markers planted wherever PHI hides in real extracts (names, IDs,
 dates, UIDs, sequences nested three deep, private tags, free-text descriptions, FHIR narrative and extensions,
-note and report text) must be found nowhere afterwards: staged tables, image shards, quarantine records,
-de-identification reports, run summaries or logs."""
+note and report text, the free text of events: notes, displays, instructions) must be found nowhere afterwards:
+staged and curated tables, image shards, quarantine records, de-identification reports, run summaries or logs."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from flows.ingest import ingest_dicom, ingest_fhir_flow
+from flows.validate import validate
 from tasks.synth.generate import SynthConfig, generate
 from tasks.workspace import init_workspace
 
@@ -56,6 +57,28 @@ def _plant_fhir(folder):
             note = f"Mr. {MARK}FAMILY seen on 01/02/1901, phone (555) 555-0199, e-mail {MARK.lower()}@mail.org."
             d["content"][0]["attachment"]["data"] = base64.b64encode(note.encode()).decode()
     (folder / "DocumentReference.ndjson").write_text("\n".join(json.dumps(x) for x in docs) + "\n")
+    _plant_events(folder, p)
+
+
+def _plant_events(folder, p):
+    """Events (tasks/ingest/fhir_events.py) with canaries in every free-text element they have: the name, MRN and
+    phone of the patient in a note, a coding's display, a concept's text, a dosage's patientInstruction."""
+    mrn = next(i["value"] for i in p["identifier"])
+    free = f"{MARK}FAMILY MRN {mrn} phone (555) 555-0199"
+    concept = {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "197361",
+                           "display": f"{MARK}DISPLAY"}], "text": f"{MARK}TEXT {free}"}
+    med = {"resourceType": "MedicationRequest", "id": "canary-m1", "status": "active", "intent": "order",
+           "medicationCodeableConcept": concept, "subject": {"reference": f"Patient/{p['id']}", "display": free},
+           "authoredOn": "2020-01-02", "note": [{"text": free, "time": "1901-02-03"}],
+           "requester": {"reference": "Practitioner/x", "display": f"Dr {MARK}DOC"},
+           "dosageInstruction": [{"text": free, "patientInstruction": free,
+                                  "doseAndRate": [{"doseQuantity": {"value": 1, "unit": "tablet"}}]}]}
+    imm = {"resourceType": "Immunization", "id": "canary-i1", "status": "completed", "patient": med["subject"],
+           "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "140",
+                                       "display": f"{MARK}DISPLAY"}], "text": free},
+           "occurrenceString": free, "recorded": "2020-01-02", "note": [{"text": free, "time": "1901-02-03"}]}
+    (folder / "MedicationRequest.ndjson").write_text(json.dumps(med) + "\n")
+    (folder / "Immunization.ndjson").write_text(json.dumps(imm) + "\n")
 
 
 def test_no_canary_survives_ingest(tmp_path, prefect_api, pseudonym_key, caplog):
@@ -71,8 +94,12 @@ def test_no_canary_survives_ingest(tmp_path, prefect_api, pseudonym_key, caplog)
     summaries = [ingest_fhir_flow(source=site / "fhir", workspace=ws.root, site="site-a"),
                  ingest_dicom(source=site / "dicom", workspace=ws.root, site="site-a")]
     assert summaries[1]["ingested"] >= len(planted)
+    assert summaries[0]["tables"]["events"] == 2  # the planted events were staged, not set aside
+    summaries.append(validate(workspace=ws.root))
+    assert summaries[2]["curated"]["events"] == 2
     out = b"".join(p.read_bytes() for p in (ws.root / "data").rglob("*") if p.is_file() and "landing" not in p.parts)
     out += json.dumps(summaries).encode() + caplog.text.encode()
-    for marker in (MARK, MARK.lower(), DATE_MARK, UID_MARK, "555-0199"):
+    out = out.replace(str(tmp_path).encode(), b"")  # the test's own folder is named after it (no_canary_...)
+    for marker in (MARK, MARK.lower(), DATE_MARK, "1901-02-03", UID_MARK, "555-0199"):
         assert marker.encode() not in out, marker
     assert MARK.encode() in b"".join(p.read_bytes() for p in planted)  # the canaries were really there

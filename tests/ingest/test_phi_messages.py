@@ -47,7 +47,7 @@ def test_resource_types_keys_and_values_are_not_quoted(tmp_path):
     bundle = {"resourceType": "Bundle", "id": "b1", "type": "collection", "entry": [
         {"resource": {"resourceType": "CanarySmithMrnTwelve", "id": "x1"}},  # type-shaped, not a FHIR type
         {"resource": {"resourceType": "CANARY Smith MRN0001", "id": "x2"}},
-        {"resource": {"resourceType": "MedicationRequest", "id": "m1", "subject": {"reference": "Patient/p1"}}}]}
+        {"resource": {"resourceType": "Organization", "id": "o1"}}]}  # no patient subject: not an event
     result = ingest(tmp_path, {
         "Patient.ndjson": [PATIENT, {**PATIENT, "id": "p2", "resourceType": "CanaryJohnSmith"},
                            {**PATIENT, "id": "p3", "CanaryKey": "x", "name": [{"family": "A", "canaryGiven": "B"}]},
@@ -63,7 +63,7 @@ def test_resource_types_keys_and_values_are_not_quoted(tmp_path):
     assert "Patient.<unknown-element>" in messages[("fhir.structure", "line 3")]
     assert "Patient.name[0].<unknown-element>" in messages[("fhir.structure", "line 3")]
     assert "Patient.birthDate" in messages[("fhir.structure", "line 4")]
-    assert messages[("fhir.unsupported_type", "line 1 entry 3")].startswith("MedicationRequest ")
+    assert messages[("fhir.unsupported_type", "line 1 entry 3")].startswith("Organization ")
 
 
 def test_keys_are_not_quoted_in_the_deid_report_without_structure_validation(tmp_path):
