@@ -83,7 +83,7 @@ def decode_bytes(raw: bytes, charset: str | None, where: str) -> str:
         except LookupError:
             raise AttachmentUndecodable(where, "the declared charset is not one Python knows") from None
     try:
-        text = raw.decode(codec) if codec else "\n".join(_line(line) for line in raw.split(b"\n"))
+        text = raw.decode(codec) if codec else "\n".join(decode_line(line) for line in raw.split(b"\n"))
     except UnicodeDecodeError:
         raise AttachmentUndecodable(where, "the bytes are not text in the declared charset") from None
     if NOT_TEXT.search(text):
@@ -91,8 +91,9 @@ def decode_bytes(raw: bytes, charset: str | None, where: str) -> str:
     return text
 
 
-def _line(line: bytes) -> str:
-    """One line as UTF-8; a line that is not (a Latin-1 line in a UTF-8 note) as Windows-1252, else Latin-1."""
+def decode_line(line: bytes) -> str:
+    """One line (or one document) as UTF-8; one that is not (a Latin-1 line in a UTF-8 note) as Windows-1252, else
+    Latin-1. Shared by notes and by the NDJSON reader (tasks/ingest/fhir_manifest.py)."""
     for codec in ("utf-8", "cp1252"):
         try:
             return line.decode(codec)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
+from tasks.deid.fhir_attachment import decode_line
 from tasks.deid.fhir_elements import type_label
 
 SEVERITIES = frozenset({"fatal", "error", "warning", "information"})
@@ -50,23 +51,9 @@ def read_lines(path: Path):
     so that one stray byte changes no character of the rest of the line."""
     with open(path, "rb") as fh:
         for n, raw in enumerate(fh, start=1):
-            for codec in ("utf-8", "cp1252", "latin-1"):
-                try:
-                    line = raw.decode(codec)
-                    break
-                except UnicodeDecodeError:
-                    continue
+            line = decode_line(raw)
             if line.strip():
                 yield n, line
-
-
-def _decode(raw: bytes) -> str:
-    for codec in ("utf-8", "cp1252"):
-        try:
-            return raw.decode(codec)
-        except UnicodeDecodeError:
-            continue
-    return raw.decode("latin-1")
 
 
 def read_records(path: Path, document: bool = False):
@@ -75,7 +62,7 @@ def read_records(path: Path, document: bool = False):
     record at line 1; anything else, and a `.json` file that is not one document (NDJSON under another name), is
     read line by line (`read_lines`)."""
     if document:
-        text = _decode(path.read_bytes())
+        text = decode_line(path.read_bytes())
         if "\n" in text.strip() and isinstance(load_json(text), dict):
             yield 1, text
             return
