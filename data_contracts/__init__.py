@@ -11,8 +11,6 @@ from pathlib import Path
 
 import yaml
 
-from data_contracts import ucum
-
 HERE = Path(__file__).parent
 
 
@@ -36,12 +34,16 @@ class LabCode:
 
     def to_canonical(self, value: float, unit: str) -> float:
         """Convert `value` in `unit` to the canonical unit; KeyError names the unit if it is not commensurable."""
+        from data_contracts import ucum  # pint and lark load on first use, not with every contract reader
+
         out = ucum.convert(value, unit, self.canonical, self.molar_mass)
         if out is None:
             raise KeyError(unit)
         return out
 
     def from_canonical(self, value: float, unit: str) -> float:
+        from data_contracts import ucum
+
         out = ucum.convert(value, self.canonical, unit, self.molar_mass)
         if out is None:
             raise KeyError(unit)
@@ -54,6 +56,8 @@ class LabCode:
 
 
 def _lab_code(key: str, spec: dict, version: int, model_input: bool) -> LabCode:
+    from data_contracts import ucum
+
     molar_mass = float(spec["molar_mass"]) if spec.get("molar_mass") else None
     alternatives = {}
     for unit in spec.get("units") or ():
