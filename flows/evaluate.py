@@ -15,6 +15,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.run_names import run_name
+from tasks import tracking
 from tasks.atomic import fresh_dir
 from tasks.evaluation import report
 from tasks.evaluation.report import SPLIT
@@ -35,7 +37,7 @@ def baselines_task(ws: Workspace, test, tokenizer, p: dict, cohort: Path | None)
     return report.baselines(ws, test, tokenizer, p, cohort)
 
 
-@flow(name="evaluate")
+@flow(name="evaluate", flow_run_name=run_name("evaluate"))
 def evaluate_flow(workspace: Path, cohort: Path | None = None, baselines: bool | None = None) -> dict:
     with stage_run(workspace, "evaluate") as run:
         ws, log = run.ws, get_run_logger()
@@ -56,6 +58,7 @@ def evaluate_flow(workspace: Path, cohort: Path | None = None, baselines: bool |
             extra = {"baselines": baselines_task(ws, test, tokenizer, p, cohort)} \
                 if p["baselines"] and "diagnosis" in reports else {}
             summary = report.publish_evaluation(ws, data, test, reports, extra, incoming, attempt)
+        tracking.describe_run(summary["mlflow_run_id"], params=p, facts=data.facts(), context="testing")
         reports = summary["tasks"]
         event = run.record(inputs=[ws.curated, ws.models / "backbone", ws.models / "finetuned"],
                            outputs=[ws.models / "evaluation"], params=p,

@@ -17,6 +17,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.run_names import run_name
+from tasks import tracking
 from tasks.atomic import fresh_dir, replace_dir
 from tasks.stage.run import run_key, stage_run
 from tasks.training import adapters
@@ -31,7 +33,7 @@ def finetune_task(ws: Workspace, backbone_dir: Path, task_name: str, p: dict, ke
     return adapters.finetune_one(ws, backbone_dir, task_name, p, key, resume)
 
 
-@flow(name="finetune")
+@flow(name="finetune", flow_run_name=run_name("finetune"))
 def finetune_flow(workspace: Path, tasks: list[str] | None = None, label_fraction: float | None = None,
                   backbone: str | None = None, steps: int | None = None, resume: bool = True) -> dict:
     with stage_run(workspace, "finetune") as run:
@@ -57,6 +59,8 @@ def finetune_flow(workspace: Path, tasks: list[str] | None = None, label_fractio
                 log.info("fine-tuned %s: %d of %d parameters trained", task_name, out["trained"].trainable_params,
                          out["trained"].total_params)
         replace_dir(incoming, ws.models / "finetuned")
+        for result in results.values():
+            tracking.describe_run(result["mlflow_run_id"], params=p, facts=data.facts())
         event = run.record(inputs=[ws.curated, ws.models / "backbone"], outputs=[ws.models / "finetuned"], params=p,
                            facts={"dataset_version": data.name, "backbone_sha256": sha,
                                   "mlflow_run_ids": {t: r["mlflow_run_id"] for t, r in results.items()}},

@@ -31,6 +31,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows.boundary import guarded_task, private_flow
+from flows.run_names import run_name
 from tasks.deid import Pseudonymizer, key_from_settings
 from tasks.ingest.accounting import BatchResult
 from tasks.ingest.dicom import batch_series, imaging_config, ingest_series_batch, prepare_readers, scan_headers
@@ -105,7 +106,7 @@ def _ingest_dicom_extract(ws: Workspace, extract: Extract, source: str, max_item
     return _published(ws, part, result, skipped)
 
 
-@private_flow("ingest-dicom", private=("source",))
+@private_flow("ingest-dicom", private=("source",), flow_run_name=run_name("ingest-dicom"))
 @holds_workspace_lock("mmfm ingest dicom")
 def ingest_dicom(source: Path, workspace: Path, site: str, max_items: int = 64) -> dict:
     """Land DICOM files/folders/zips from `source` and ingest the new ones."""
@@ -154,7 +155,7 @@ def _ingest_from_pacs(source: PacsSource, workspace: Path, site: str, max_items:
     return {**summary, "studies_found": len(found), "studies_fetched": len(todo)}
 
 
-@private_flow("ingest-pacs", private=("auth",))
+@private_flow("ingest-pacs", private=("auth",), flow_run_name=run_name("ingest-pacs"))
 @holds_workspace_lock("mmfm ingest pacs")
 def ingest_pacs(url: str, workspace: Path, site: str, auth: tuple[str, str] | None = None,
                 max_items: int = 64) -> dict:
@@ -166,7 +167,7 @@ def ingest_pacs(url: str, workspace: Path, site: str, auth: tuple[str, str] | No
     return _ingest_from_pacs(DicomWeb(url, auth), workspace, site, max_items)
 
 
-@private_flow("ingest-pacs-dimse")
+@private_flow("ingest-pacs-dimse", flow_run_name=run_name("ingest-pacs-dimse"))
 @holds_workspace_lock("mmfm ingest pacs")
 def ingest_pacs_dimse(address: str, called_aet: str, workspace: Path, site: str, calling_aet: str = "MMFM",
                       max_items: int = 64) -> dict:
@@ -182,7 +183,7 @@ def ingest_fhir_export(extract: Extract, landing: Path, site: str, mrn_system: s
     return ingest_fhir(extract, landing, _keys(), site, mrn_system=mrn_system)
 
 
-@private_flow("ingest-fhir", private=("source",))
+@private_flow("ingest-fhir", private=("source",), flow_run_name=run_name("ingest-fhir"))
 @holds_workspace_lock("mmfm ingest fhir")
 def ingest_fhir_flow(source: Path, workspace: Path, site: str, mrn_system: str | None = None) -> dict:
     """Land a FHIR bulk export (or Bundles) and ingest its new files; the MRN is the identifier typed MR, or the one
@@ -229,7 +230,7 @@ def ingest_omics_matrix(extract: Extract, landing: Path, site: str, known_patien
     return ingest_omics(extract, landing, _keys(), site, known_patients, sample_sheet=sheet)
 
 
-@private_flow("ingest-omics", private=("source", "sample_sheet"))
+@private_flow("ingest-omics", private=("source", "sample_sheet"), flow_run_name=run_name("ingest-omics"))
 @holds_workspace_lock("mmfm ingest omics")
 def ingest_omics_flow(source: Path, workspace: Path, site: str, sample_sheet: Path | None = None) -> dict:
     """Land an omics extract (matrix + sample sheet) and ingest its new samples; a sample whose MRN is no patient

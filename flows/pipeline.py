@@ -1,4 +1,4 @@
-"""The pipeline: the only place that knows the stage order (DESIGN.md §2-§3).
+"""The pipeline: the only place that knows the stage order (docs/architecture.md §1, §7).
 
 DVC decides, Prefect runs. `dvc.yaml` (rendered from `STAGES`, so stage names, deps and outs are written once) is
 the DAG's contract and `dvc.lock` its ledger of hashes. The `pipeline` flow walks the stages in order, asks DVC
@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 from prefect import flow, get_run_logger
 
+from flows.run_names import run_name
 from tasks.faults import kill_point
 from tasks.stage.status import commit_if_finished, stage_is_current
 from tasks.validation.curated_check import check_curated
@@ -72,7 +73,7 @@ def run_stage(root: Path, name: str) -> dict:
     return summary
 
 
-@flow(name="pipeline")
+@flow(name="pipeline", flow_run_name=run_name("pipeline"))
 @holds_workspace_lock("mmfm pipeline")
 def pipeline(workspace: Path, force: bool = False, stages: list[str] | None = None) -> dict:
     """Run every out-of-date stage in order (or of `stages` only, still in pipeline order); skip the current ones."""

@@ -17,6 +17,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.run_names import run_name
+from tasks import tracking
 from tasks.stage.run import run_key, stage_run
 from tasks.training import backbone
 from tasks.validation.curated_check import check_curated
@@ -29,7 +31,7 @@ def train_backbone(ws: Workspace, p: dict, key: str, resume: bool) -> dict:
     return backbone.train_backbone(ws, p, key, resume)
 
 
-@flow(name="pretrain")
+@flow(name="pretrain", flow_run_name=run_name("pretrain"))
 def pretrain_flow(workspace: Path, model: str | None = None, steps: int | None = None, nproc: int | None = None,
                   resume: bool = True) -> dict:
     with stage_run(workspace, "pretrain") as run:
@@ -45,6 +47,7 @@ def pretrain_flow(workspace: Path, model: str | None = None, steps: int | None =
         else:
             out = train_backbone(ws, p, attempt.key, resume)
             summary = backbone.publish_backbone(ws, p, data, out, attempt)
+        tracking.describe_run(summary["mlflow_run_id"], params=p, facts=data.facts())
         event = run.record(inputs=[ws.curated], outputs=[ws.models / "backbone"], params=p,
                            facts={"mlflow_run_id": summary["mlflow_run_id"], "dataset_version": data.name,
                                   "steps": summary["steps"], "final_loss": round(summary["final_loss"], 5)})

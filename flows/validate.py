@@ -18,6 +18,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from flows.run_names import run_name
 from tasks.faults import kill_point
 from tasks.ingest.quarantine import Quarantine
 from tasks.lineage import artifact_entry, record
@@ -36,7 +37,7 @@ from tasks.workspace_lock import holds_workspace_lock
 __all__ = ["ValidationBlocked", "run", "validate"]
 
 
-@flow(name="validate")
+@flow(name="validate", flow_run_name=run_name("validate"))
 @holds_workspace_lock("mmfm validate")
 def validate(workspace: Path) -> dict:
     ws = Workspace(Path(workspace).resolve())

@@ -27,6 +27,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.runtime import flow_run
 
+from flows.run_names import run_name
 from tasks.faults import kill_point
 from tasks.stage.status import built_stages
 from tasks.versioning.publish import (
@@ -55,7 +56,7 @@ def push(root: Path) -> None:
     dvc_checked(root, "push")
 
 
-@flow(name="version")
+@flow(name="version", flow_run_name=run_name("version"))
 @holds_workspace_lock("mmfm version")
 def version(workspace: Path, message: str = "", push_retries: int = 3) -> dict:
     ws = Workspace(Path(workspace).resolve())

@@ -13,7 +13,7 @@ Two read-outs (`readout` in the config):
   tasks/training/experts.py trains the demographics prior first, then each modality's expert on top of it
   (separately, each with its own stopping), then the interaction. Why: trained jointly on a few hundred patients the
   strongest modality (labs) wins and the others overfit; separately trained experts summed beat the joint model by
-  about 0.05 macro AUROC (../shared/MODEL-NOTES.md RC1).
+  about 0.05 macro AUROC (measured while the recipe was chosen; docs/model.md has today's figures).
 - "fusion": the fused CLS embedding alone feeds the heads (the earlier recipe; kept to read old bundles and to
   measure against).
 """

@@ -38,8 +38,22 @@ def _dask(workers: int):
 
     if address := os.environ.get("MMFM_DASK_ADDRESS"):
         return DaskTaskRunner(address=address)
+    no_dashboard()
     return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
                                           "host": "127.0.0.1", "dashboard_address": None})
+
+
+# distributed starts an HTTP server on its scheduler and workers even when the dashboard is off (dashboard_address=None
+# below: no Bokeh dashboard); with no routes it serves nothing (no status pages, metrics or info), on loopback only
+NO_HTTP_ROUTES = {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}
+
+
+def no_dashboard() -> None:
+    """No dashboard and no HTTP pages on a local Dask cluster (docs/scale-out.md); set in this process's Dask config,
+    which a local cluster's scheduler reads and its nannies pass to their workers."""
+    import dask
+
+    dask.config.set(NO_HTTP_ROUTES)
 
 
 def _ray(workers: int):

@@ -1,7 +1,7 @@
 """One typed settings object for everything a deployment may override from the environment.
 
-Defaults are the embedded ones (DESIGN.md §8): MLflow on SQLite and a DVC remote inside the workspace's `.mmfm/`,
-Prefect's ephemeral API. Nothing here touches the filesystem or the environment at import time:
+Defaults are the embedded ones (docs/architecture.md §9): MLflow on SQLite and a DVC remote inside the workspace's
+`.mmfm/`, Prefect's ephemeral API. Nothing here touches the filesystem or the environment at import time:
 `quiet_telemetry()` is called by the CLI entry point and by tests/conftest.py.
 """
 
@@ -27,7 +27,9 @@ TELEMETRY_OFF = {
 }
 # a flow run sends a heartbeat this often (s); prefect.yaml's automation marks a run CRASHED after 90 s without
 # one, so Prefect's default of 180 s would mark live runs crashed (30 is Prefect's minimum)
-RUN_DEFAULTS = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
+# Prefect gives its temporary API server 20 s to start; a busy machine (training in another process, CI runners)
+# needs more, and the command then fails with a time-out although nothing is wrong
+RUN_DEFAULTS = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"}
 
 
 # MLflow's client retries a failed request 7 times with back-off factor 2 (about 4 minutes) and waits up to 120 s for
@@ -87,3 +89,27 @@ class Settings(BaseSettings):
 def get_settings(workspace: Path | None = None) -> Settings:
     """Settings from the environment, with `workspace` (from --workspace) taking precedence."""
     return Settings(workspace=workspace) if workspace is not None else Settings()
+
+
+# Libraries that log or warn at INFO about their own housekeeping (database migrations, temporary servers, cluster
+# start-up, HTTP retries, DICOM values they tolerate): an operator running `mmfm` sees only mmfm's own lines unless
+# they ask for more with `mmfm -v` (Prefect's console lines are muted by flows.cli.progress; its run database keeps
+# every log line whatever the console shows).
+THIRD_PARTY_LOGGERS = ("pydicom", "distributed", "dask", "mlflow", "great_expectations", "urllib3", "alembic",
+                       "httpx", "httpcore", "evidently", "fsspec", "numexpr", "matplotlib", "PIL", "asyncio")
+
+
+def quiet_third_party(verbose: int = 0) -> None:
+    """Third-party logging at WARNING (verbose 0), INFO (1) or DEBUG (2+), in this process and in the processes it
+    starts (Dask workers, torchrun); their Python warnings off unless verbose."""
+    import logging
+    import warnings
+
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", logging.getLevelName(level))  # MLflow sets its level at import
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    if verbose <= 0:
+        os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")  # the temporary server's own process
+        os.environ.setdefault("PYTHONWARNINGS", "ignore")
+        warnings.simplefilter("ignore")

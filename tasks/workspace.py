@@ -1,6 +1,6 @@
 """A workspace: a git + DVC repository holding extracts, curated data and the platform's state (.mmfm/).
 
-One place for every path a stage reads or writes (DESIGN.md §4), so no path is spelled twice.
+One place for every path a stage reads or writes (docs/architecture.md §8), so no path is spelled twice.
 """
 
 from __future__ import annotations
@@ -131,12 +131,15 @@ class Workspace:
 def init_workspace(root: Path, dvc_yaml: str | None = None) -> Workspace:
     """Create (or complete) a workspace: git repo, DVC repo with a local default remote, params.yaml, layout.
 
-    Idempotent: an existing workspace is left as it is and its missing parts are added.
+    Idempotent: an existing workspace is left as it is and its missing parts are added. Init commits only the
+    files it writes: a file with pending edits (params.yaml changed by hand, anything staged) is neither staged nor
+    committed, and stays as the user left it.
     """
     ws = Workspace(Path(root).resolve())
     ws.root.mkdir(parents=True, exist_ok=True)
     if not (ws.root / ".git").exists():
         git(ws.root, "init", "-q", "-b", "main")
+    pending = pending_edits(ws.root)
     if not (ws.root / ".dvc").is_dir():
         dvc(ws.root, "init", "--quiet")
     # the dvc CLI resolves a relative local path from the cwd and stores it relative to .dvc/config, so the
@@ -154,11 +157,22 @@ def init_workspace(root: Path, dvc_yaml: str | None = None) -> Workspace:
     if not gitignore.exists() or "/.mmfm/" not in gitignore.read_text():
         with open(gitignore, "a") as fh:
             fh.write(GITIGNORE)
-    git(ws.root, "add", ".gitignore", "params.yaml", ".dvc/config", ".dvcignore",
-         *(["dvc.yaml"] if (ws.root / "dvc.yaml").exists() else []))
-    if git(ws.root, "diff", "--cached", "--name-only").strip():  # only what init staged, not other edits
-        git(ws.root, "commit", "-q", "-m", "mmfm init: workspace layout, params and DVC remote")
+    ours = [f for f in INIT_FILES if (ws.root / f).exists() and f not in pending]
+    if ours:
+        git(ws.root, "add", "--", *ours)
+        if git(ws.root, "diff", "--cached", "--name-only", "--", *ours).strip():
+            # `commit -- paths`: only these paths, whatever else the user has staged
+            git(ws.root, "commit", "-q", "-m", "mmfm init: workspace layout, params and DVC remote", "--", *ours)
     return ws
+
+
+INIT_FILES = (".gitignore", "params.yaml", ".dvc/config", ".dvcignore", "dvc.yaml")  # what init writes and commits
+
+
+def pending_edits(root: Path) -> set[str]:
+    """Paths git already knows with changes not committed (modified, staged, deleted): the user's, not init's."""
+    status = git(root, "status", "--porcelain=v1", "-z", "--untracked-files=no")
+    return {entry[3:] for entry in status.split("\0") if len(entry) > 3}
 
 
 def lock_hash(root: Path, stage: str, path: str) -> str | None:

@@ -1,6 +1,9 @@
-"""The `mmfm` command (DESIGN.md §7): `app` (the console script, pyproject `mmfm = "flows.cli:app"`) and `main`.
+"""The `mmfm` command: `app` (the console script, pyproject `mmfm = "flows.cli:app"`) and `main`.
 
-    common     the app, the options every command takes (--workspace, --json, --debug), output and error handling
+    common     the app, the options every command takes (--workspace, --json, --debug; -v and --version on the app),
+               output, argument checks before Prefect starts, and error handling
+    progress   Prefect's console lines muted; a progress bar fed by Prefect's finished task and subflow runs
+    fastpath   `pipeline` with nothing to do: DVC's answer without a Prefect run
     data       init, synth, demo, validate, version, pipeline, lineage
     ingest     ingest {dicom,pacs,fhir,omics}
     models     pretrain, finetune, evaluate

@@ -172,23 +172,49 @@ def _evaluation_table(ev: dict):
 def _render_governance(gov: dict) -> None:
     promotion = gov["promotion"]
     say(f"registry: {gov['registered']}; promotion to champion: {promotion['decision']}"
-        + (f" ({promotion.get('reasons')})" if promotion.get("reasons") else ""))
+        + (f" ({plain(promotion['reasons'])})" if promotion.get("reasons") else ""))
     mon = gov.get("monitoring")
     if mon:
         sites = ", ".join(mon["flagged_sites"]) or "no site"
         say(f"monitoring the shifted extract with {mon['model']}: {mon['status']} at {sites}; retraining "
             f"trigger: {mon['retrain'] or 'not needed'}")
         if mon.get("findings"):
-            say(f"  what moved: {mon['findings']}")
+            say(f"  what moved: {plain(mon['findings'])}")
     audit = gov["audit"]
     say(f"audit report: {'complete' if audit['complete'] else 'GAPS: ' + '; '.join(audit['gaps'])}")
 
 
+def plain(value: object) -> str:
+    """A list or mapping as words for a person (`a: 1; b: 2`), never a Python repr."""
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {plain(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple | set):
+        return ", ".join(plain(v) for v in value)
+    return str(value)
+
+
 def render_validate(s: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title="data contracts on the staged tables")
+    for col, justify in (("table", "left"), ("contract", "left"), ("checked", "right"), ("passed", "right"),
+                         ("quarantined", "right"), ("failed rules", "left")):
+        table.add_column(col, justify=justify)
     for name, t in s["tables"].items():
-        say(f"{name}: checked {t['rows_checked']}, passed {t['rows_passed']}, quarantined {t['rows_quarantined']}, "
-            f"failed rules {t['failures'] or 'none'} (contract {t['contract_version']})")
-    say(f"curated: {s.get('curated')}; GX results and Data Docs in {s['gx_results']}")
+        table.add_row(name, str(t["contract_version"]), str(t["rows_checked"]), str(t["rows_passed"]),
+                      str(t["rows_quarantined"]), plain(t["failures"]) or "none")
+    say(table)
+    curated = s.get("curated")
+    if isinstance(curated, dict):
+        rows = Table(title="published to data/curated")
+        rows.add_column("table")
+        rows.add_column("rows", justify="right")
+        for name, n in curated.items():
+            rows.add_row(name, str(n))
+        say(rows)
+    elif curated is not None:
+        say(f"curated: {plain(curated)}")
+    say(f"GX results and Data Docs in {s['gx_results']}")
 
 
 @app.command()
@@ -215,9 +241,16 @@ def version(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug
 
 
 def render_pipeline(r: dict) -> None:
-    recorded = f"; recorded (finished before an interruption): {', '.join(r['recorded'])}" if r["recorded"] else ""
-    say(f"ran: {', '.join(r['ran']) or 'nothing'}; skipped (up to date): {', '.join(r['skipped']) or 'nothing'}"
-        f"{recorded}; {r['seconds']} s")
+    from rich.table import Table
+
+    outcome = {name: "ran" for name in r["ran"]} | {name: "up to date (skipped)" for name in r["skipped"]}
+    outcome |= {name: "recorded (finished before an interruption)" for name in r["recorded"]}
+    table = Table(title=f"pipeline: {r['seconds']} s")
+    table.add_column("stage")
+    table.add_column("outcome")
+    for name, what in outcome.items():
+        table.add_row(name, what)
+    say(table if outcome else f"no stage to run; {r['seconds']} s")
 
 
 @app.command()
@@ -230,24 +263,75 @@ def pipeline(
     """Run the out-of-date stages in order (DVC decides, Prefect runs); skip the current ones."""
     root = use_workspace(workspace)
     lock_wait(wait)
+    if not force:
+        from flows.cli.fastpath import nothing_to_do
+
+        done = nothing_to_do(root)  # every stage current: answered by DVC alone, no Prefect run
+        if done is not None:
+            emit(done, as_json, render_pipeline)
+            return
     run_flow("flows.pipeline", "pipeline", as_json, debug, render_pipeline, workspace=root, force=force)
 
 
 @app.command()
 @command
 def lineage(
-    uri: Annotated[str, typer.Argument(help="A workspace path, dataset version, run id or ledger event id.")],
+    uri: Annotated[str, typer.Argument(help="A workspace path, dataset version, run id or ledger event id; a model "
+                                            "version (NAME/VERSION, NAME@alias, models:/NAME/VERSION, "
+                                            "models:/NAME@alias); or a raw extract file or folder as received "
+                                            "(matched by sha256 to what ingest landed).")],
     workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug: DebugOpt = False,
 ) -> None:
-    """Upstream and downstream of a file, dataset, run or event, from the lineage ledger."""
+    """Upstream and downstream of a file, dataset, model version, run or event, from the lineage ledger (a model
+    version's downstream holds its approvals, refusals and rollbacks, with approver and reason)."""
     from tasks.lineage import Ledger
     from tasks.lineage import lineage as walk
+    from tasks.lineage.graph import extract_lineage
+    from tasks.registry.gated import split_ref
     from tasks.versioning.dataset import find
 
     root = use_workspace(workspace)
+    ledger = Ledger.of_workspace(root)
     published = find(root, uri)  # a dataset version (or its git rev) names the `version` event that published it
+    on_disk = next((p for p in (Path(uri), root / uri) if p.exists()), None)
+    query, note = published.event_id if published else uri, None
     try:
-        graph = walk(Ledger.of_workspace(root), published.event_id if published else uri, root=root)
+        name, version, alias = split_ref(uri)
+    except ValueError:
+        name = None
+    if name is not None and published is None and on_disk is None:
+        version, note = _model_version(root, ledger, name, version, alias)
+        query = f"models:/{name}/{version}"
+    try:
+        graph = walk(ledger, query, root=root)
     except LookupError as exc:
-        raise StageError(str(exc)) from None
+        if on_disk is None or published is not None:
+            raise StageError(str(exc)) from None
+        try:  # not a path the ledger names: a raw extract, found by the sha256s ingest landed
+            graph = extract_lineage(ledger, root, on_disk)
+        except LookupError as extract_exc:
+            raise StageError(str(extract_exc)) from None
+    if note:
+        graph = {**graph, "alias": note, "text": f"{note['text']}\n{graph['text']}"}
     emit(graph, as_json, lambda g: say(g["text"], highlight=False, markup=False))
+
+
+def _model_version(root: Path, ledger, name: str, version: str | None, alias: str | None) -> tuple[str, dict | None]:
+    """NAME@alias -> (the version the registry's alias points to, a note comparing it with the ledger)."""
+    if alias is None:
+        return str(version), None
+    import mlflow
+
+    from tasks import tracking
+    from tasks.registry.gated import ledger_aliases, ungated_message
+
+    tracking.configure(root)
+    try:
+        current = str(mlflow.MlflowClient().get_model_version_by_alias(name, alias).version)
+    except mlflow.exceptions.MlflowException as exc:
+        raise StageError(f"{name}@{alias}: MLflow refused: {str(exc).splitlines()[0][:300]}") from None
+    said = ledger_aliases(ledger.events()).get((name, alias))
+    gated = said is not None and said.gated and said.version == current
+    text = (f"{name}@{alias} -> version {current} (set through the gate: {said.describe()})" if gated else
+            f"{name}@{alias} -> version {current}; WARNING: {ungated_message(name, alias, current, said)}")
+    return current, {"name": name, "alias": alias, "version": current, "gated": gated, "text": text}

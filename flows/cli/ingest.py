@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.common import DebugOpt, JsonOpt, WorkspaceOpt, app, command, emit, quiet_tracebacks, say, use_workspace
+from flows.cli.common import (
+    DebugOpt,
+    JsonOpt,
+    WorkspaceOpt,
+    app,
+    command,
+    emit,
+    quiet_tracebacks,
+    say,
+    use_workspace,
+)
 
 ingest_app = typer.Typer(help="Bring an extract across the de-identification boundary into staged tables.",
                          no_args_is_help=True)
@@ -31,24 +41,34 @@ def run_ingest(flow_name: str, as_json: bool, runner: str, debug: bool = False, 
         check_source(params["source"])  # the message names the rule, never the path (it may name a patient)
     check_key(Workspace(params["workspace"]).state, keys, record=False)
     from flows import ingest
+    from flows.cli.progress import flow_progress
     from tasks.runners import task_runner
 
     quiet_tracebacks(debug)
     flow_fn = getattr(ingest, flow_name).with_options(task_runner=task_runner(runner))
-    emit(flow_fn(**params), as_json, render_ingest)
+    with flow_progress(flow_fn.name):
+        summary = flow_fn(**params)
+    emit(summary, as_json, render_ingest)
 
 
 def render_ingest(s: dict) -> None:
     """Counts, rules and landing names only: the summary names no file of the extract (they may name a patient)."""
+    from rich.table import Table
+
     if s.get("message"):
         say(s["message"])
     extract = f" (landing extract {s['extract_id']})" if s.get("extract_id") else ""
-    say(f"{s['source']} from {s['site']}{extract}: received {s['received']}, ingested {s['ingested']}, "
-        f"quarantined {s['quarantined']}" + (f", pending {s['pending']}" if s.get("pending") else ""))
-    for rule, n in s.get("quarantine_reasons", {}).items():
-        say(f"  quarantined under {rule}: {n}")
-    for table, n in s.get("tables", {}).items():
-        say(f"  staged {table}: {n} rows")
+    table = Table(title=f"{s['source']} from {s['site']}{extract}")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for what in ("received", "ingested", "quarantined", "pending"):
+        if what in s and (what != "pending" or s[what]):
+            table.add_row(what, str(s[what]))
+    for rule, n in sorted(s.get("quarantine_reasons", {}).items()):
+        table.add_row(f"  quarantined under {rule}", str(n))
+    for name, n in s.get("tables", {}).items():
+        table.add_row(f"staged {name} (rows)", str(n))
+    say(table)
     if s.get("quarantine_file"):
         say(f"quarantine records: {s['quarantine_file']}; de-identification report: {s['deid_report']}")
 

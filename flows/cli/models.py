@@ -12,9 +12,22 @@ from flows.cli.common import DebugOpt, JsonOpt, WorkspaceOpt, app, command, run_
 TASK_HELP = "Clinical task: diagnosis (4 classes), risk (death within a year) or survival (Cox). Repeatable."
 
 
+def key_value_table(title: str, rows: list[tuple[str, object]]):
+    """A two-column table (what, value) for a command's summary."""
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False)
+    table.add_column("what")
+    table.add_column("value", overflow="fold")
+    for what, value in rows:
+        table.add_row(what, str(value))
+    return table
+
+
 def render_pretrain(r: dict) -> None:
-    say(f"pre-trained {r['model']} for {r['steps']} steps (loss {r['first_loss']:.4f} -> {r['final_loss']:.4f}) on "
-        f"dataset {r['dataset_version']}\n  backbone: {r['backbone']}\n  MLflow run: {r['mlflow_run_id']}")
+    say(key_value_table(f"pre-trained {r['model']}", [
+        ("steps", r["steps"]), ("loss", f"{r['first_loss']:.4f} -> {r['final_loss']:.4f}"),
+        ("dataset version", r["dataset_version"]), ("backbone", r["backbone"]), ("MLflow run", r["mlflow_run_id"])]))
 
 
 @app.command()
@@ -34,9 +47,16 @@ def pretrain(
 
 
 def render_finetune(r: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"fine-tuned (label fraction {r['label_fraction']})")
+    for col, justify in (("task", "left"), ("trained parameters", "right"), ("of", "right"),
+                         ("train patients", "right"), ("MLflow run", "left")):
+        table.add_column(col, justify=justify)
     for name, t in r["tasks"].items():
-        say(f"{name}: {t['trainable_params']:,} of {t['total_params']:,} parameters trained on "
-            f"{t['train_patients']} patients (label fraction {r['label_fraction']}); MLflow run {t['mlflow_run_id']}")
+        table.add_row(name, f"{t['trainable_params']:,}", f"{t['total_params']:,}", str(t["train_patients"]),
+                      str(t["mlflow_run_id"]))
+    say(table)
     say(f"adapters: {r['adapters']} (backbone sha256 {r['backbone_sha256'][:12]})")
 
 
@@ -60,14 +80,19 @@ def finetune(
 
 
 def render_evaluate(r: dict) -> None:
-    say(f"test split of dataset {r['dataset_version']}: {r['test_patients']} patients")
+    from rich.table import Table
+
+    table = Table(title=f"test split of dataset {r['dataset_version']}: {r['test_patients']} patients, 95% CI")
+    for col in ("task", "metric", "value", "CI", "without one modality"):
+        table.add_column(col)
     for name, t in r["tasks"].items():
-        m = t["metrics"][t["primary_metric"]]
-        without = ", ".join(f"{mod} {res[t['primary_metric']]['value']}" for mod, res in t["without_modality"].items()
-                            if t["primary_metric"] in res)
-        say(f"  {name}: {t['primary_metric']} {m['value']} (95% CI {m['ci_low']}-{m['ci_high']}); "
-            f"without one modality: {without}")
-    say(f"  report: {Path(r.get('report', ''))}  MLflow run: {r['mlflow_run_id']}")
+        metric = t["primary_metric"]
+        m = t["metrics"][metric]
+        without = ", ".join(f"{mod} {res[metric]['value']}" for mod, res in t["without_modality"].items()
+                            if metric in res)
+        table.add_row(name, metric, str(m["value"]), f"{m['ci_low']}-{m['ci_high']}", without or "-")
+    say(table)
+    say(f"report: {Path(r.get('report', ''))}  MLflow run: {r['mlflow_run_id']}")
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""The lineage ledger: one append-only, hash-chained table of what every stage read and wrote (DESIGN.md §3).
+"""The lineage ledger: one append-only, hash-chained table of what every stage read and wrote (docs/architecture.md §7).
 
     <workspace>/.mmfm/lineage.db   SQLite, table `events`, one row per finished stage run
 
@@ -18,7 +18,8 @@ Where things live (import them from here; the submodules are the package's own l
     provenance    code_version (git revision of the running code), default_actor
     ledger        Event, Ledger (the SQLite table and its append), record and describes (what stages call)
     verification  verify, VerifyReport, Problem: the chain and artifact checks
-    graph         lineage(): upstream and downstream walk over events and artifact versions
+    graph         lineage(): upstream and downstream walk over events, artifact versions and registered model
+                  versions (models:/NAME/VERSION); extract_lineage(): a raw extract found by its files' sha256s
     openlineage   export and send as OpenLineage RunEvents (import from tasks.lineage.openlineage; not re-exported,
                   so the ledger never loads it)
 """

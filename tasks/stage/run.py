@@ -33,7 +33,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import mlflow
 from prefect.runtime import flow_run
 
 from tasks import tracking
@@ -77,8 +76,7 @@ class Attempt:
     def mlflow_run(self, run_name: str, tags: dict[str, str], experiment: str = EXPERIMENT) -> Iterator:
         """Open the stage's MLflow run in the workspace's experiment and journal it as started."""
         root = self.journal.ws.root
-        with mlflow.start_run(experiment_id=tracking.experiment_id(root, experiment), run_name=run_name,
-                              tags=tags) as run:
+        with tracking.start_run(root, experiment, run_name, tags) as run:  # dated from when the work began
             self.run_id = run.info.run_id
             self.journal.start(run.info.run_id)
             yield run

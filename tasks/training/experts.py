@@ -12,7 +12,7 @@ the parameters:
    frozen, at a smaller learning rate; kept only where it lowers the validation loss (step 0 is a candidate).
 
 Why separately: trained jointly on a few hundred patients, labs carry the early loss and the other modalities
-memorise the training set (../shared/MODEL-NOTES.md RC1: +0.05 macro AUROC from separate training alone).
+memorise the training set (measured while the recipe was chosen: +0.05 macro AUROC from separate training alone).
 Every expert head and the interaction start at zero evidence. Selection: each phase after the prior keeps the
 weights of its lowest validation loss (step 0, no evidence, included) when the validation split has at least
 `min_val_patients` patients for it; below that a fixed step count is used (a 30-patient validation set picks noise).

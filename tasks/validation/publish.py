@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import polars as pl
 
@@ -64,8 +65,22 @@ def publish_curated(ws: Workspace, clean: dict[str, pl.DataFrame]) -> dict[str, 
 
 
 def write_report(ws: Workspace, summary: dict) -> Path:
-    """The validation report (what `mmfm version`, the registry and the audit read), written atomically."""
-    return write_json(ws.validation_report, summary)
+    """The validation report (what `mmfm version`, the registry and the audit read), written atomically. Paths to
+    files of the workspace are written relative to its root, so a moved or copied workspace's report names its own
+    files (and a registered model's copy of the report names no folder of the machine)."""
+    portable = {**summary, "artifacts": {k: workspace_relative(ws, v)
+                                         for k, v in (summary.get("artifacts") or {}).items()}}
+    return write_json(ws.validation_report, portable)
+
+
+def workspace_relative(ws: Workspace, location: str) -> str:
+    """`location` (a path or file:// URI) relative to the workspace root when it lies inside it, else unchanged."""
+    text = str(location)
+    path = Path(unquote(urlsplit(text).path)) if text.startswith("file://") else Path(text)
+    try:
+        return path.resolve().relative_to(ws.root.resolve()).as_posix()
+    except ValueError:
+        return text
 
 
 def record_in_dvc(ws: Workspace) -> None:
