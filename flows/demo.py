@@ -69,7 +69,7 @@ def _govern(ws, cfg: SynthConfig, patients: int, say: Callable[[str], None], ste
     from flows.monitor import monitor_flow
     from flows.promote import promote_flow
     from flows.register import register_flow
-    from tasks.registry.promotion import PromotionRefused, settle_promotion
+    from tasks.registry.promotion import PromotionRefused, authenticated_user, settle_promotion
 
     step("register")
     reg = register_flow(workspace=ws.root)
@@ -86,7 +86,9 @@ def _govern(ws, cfg: SynthConfig, patients: int, say: Callable[[str], None], ste
         out["promotion"] = {"decision": "already champion"}
     else:
         try:
-            promo = promote_flow(workspace=ws.root, model=model, alias="champion", approver="demo-approver",
+            # where MLflow authenticates users the signed-in user approves (naming anyone else is refused)
+            approver = None if authenticated_user(mlflow.get_tracking_uri()) else "demo-approver"
+            promo = promote_flow(workspace=ws.root, model=model, alias="champion", approver=approver,
                                  reason="mmfm demo: the workspace's model after evaluation")
             out["promotion"] = {k: promo[k] for k in ("decision", "approver", "reason")}
             checks = promo["checks"]

@@ -4,6 +4,9 @@ into a scoring area (flows/area.py: it never becomes training data). Output: par
 predictions, per-modality contributions and the model version; the ledger records inputs, output and model.
 A new extract is named by its scoring area (`extract-<digest>`, flows/area.py), never by its folder's name, and its
 path is withheld from the flow-run parameters Prefect stores (flows/boundary.py).
+An alias is used only where the promotion gate set it (tasks/registry/gated.py: the ledger's last approved promote or
+rollback); `allow_ungated` scores with an alias moved outside mmfm anyway and the ledger event says `ungated: true`.
+An explicit NAME/VERSION needs no gate check. The event names the version as an input (`models:/NAME/VERSION`).
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.area import prepare_area
 from flows.boundary import private_flow
+from flows.run_names import run_name
 from tasks.atomic import write_with
 from tasks.registry import scoring
-from tasks.registry.client import parse_ref
+from tasks.registry.gated import require_gated, version_entry
 from tasks.stage.run import stage_run
 from tasks.workspace import Workspace
 
@@ -29,12 +33,16 @@ def score_task(ws: Workspace, model_version: str, curated: Path, split: str | No
     return scoring.score_version(ws, model_version, curated, split)
 
 
-@private_flow("predict", private=("source",), guard=False)
+@private_flow("predict", private=("source",), guard=False, flow_run_name=run_name("predict"))
 def predict_flow(workspace: Path, model: str, source: Path | None = None, split: str = "test",
-                 out: Path | None = None) -> dict:
+                 out: Path | None = None, allow_ungated: bool = False) -> dict:
     with stage_run(workspace, "predict") as run:
         ws = run.ws
-        name, version = parse_ref(model, mlflow.MlflowClient())
+        client = mlflow.MlflowClient()
+        resolved = require_gated(ws.root, client, model, allow_ungated)
+        name, version = resolved["name"], resolved["version"]
+        if not resolved["gated"]:
+            get_run_logger().warning("scoring with an ungated alias (--allow-ungated): %s", resolved["warning"])
         area = None
         if source is not None:
             area = prepare_area(ws, Path(source), "scoring")["area"]
@@ -45,11 +53,15 @@ def predict_flow(workspace: Path, model: str, source: Path | None = None, split:
         label = area.root.name if area is not None else f"curated-{split}"
         out = Path(out) if out else ws.root / "data" / "predictions" / f"{name}-v{version}-{label}.parquet"
         write_with(out, lambda tmp: frame.to_parquet(tmp, index=False))
-        event = run.record(inputs=[curated], outputs=[out], params={"model": f"{name}/{version}", "source": label},
+        model_input = [e for e in [version_entry(client, name, version)] if e]
+        event = run.record(inputs=[curated, *model_input], outputs=[out],
+                           params={"model": f"{name}/{version}", "source": label},
                            facts={"model_version": f"{name}/{version}", "patients": len(frame),
+                                  "alias": resolved["alias"], "ungated": not resolved["gated"],
                                   "area": str(area.root.relative_to(ws.root)) if area else None},
                            fallback=out.name)
     get_run_logger().info("scored %d patients with %s/%s", len(frame), name, version)
-    return {"model_version": f"{name}/{version}", "patients": len(frame), "output": str(out),
+    return {"model_version": f"{name}/{version}", "alias": resolved["alias"], "ungated": not resolved["gated"],
+            "patients": len(frame), "output": str(out),
             "source": label, "lineage_event": event.event_id,
             "classes": json.loads(frame["predicted_class"].value_counts().to_json())}

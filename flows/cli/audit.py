@@ -43,7 +43,8 @@ def audit_report(
     result = write_audit(root, model, out or root / "data" / "audit")
     summary = {k: str(v) if isinstance(v, Path) else v for k, v in result.items()}
     emit(summary, as_json, lambda r: say(
-        f"audit report: {r['html']} ({'complete' if r['complete'] else 'GAPS: ' + '; '.join(r['gaps'])})"))
+        f"audit report: {r['html']} (verdict: {r['verdict']}{'' if r['complete'] else ': ' + '; '.join(r['gaps'])})",
+        highlight=False, markup=False))
     if not result["complete"]:
         raise typer.Exit(1)
 
@@ -68,12 +69,28 @@ def audit_export(
 
 @audit_app.command("verify")
 @command
+@mlflow_errors
 def audit_verify(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
-    """Re-hash the ledger's chain and every artifact it names; exit 1 on any tampering."""
+    """Re-hash the ledger's chain and every artifact it names, and check the registry against the ledger: every
+    alias where the last approved promote/rollback (or register, for challenger) left it, every mmfm tag the ledger
+    vouches for unchanged; exit 1 on any tampering, one line naming each alias or tag changed outside mmfm."""
+    import mlflow
+
+    from tasks import tracking
     from tasks.lineage import Ledger, verify
+    from tasks.registry.registry_audit import RegistryCheck, check_registry
+    from tasks.settings import get_settings
 
     root = use_workspace(workspace)
-    report = verify(Ledger.of_workspace(root), root)
-    emit(report.to_dict(), as_json, lambda _: say(report.text(), highlight=False, markup=False))
-    if not report.ok:
+    ledger = Ledger.of_workspace(root)
+    report = verify(ledger, root)
+    uri = get_settings(root).tracking_uri
+    registry = RegistryCheck(notes=["no MLflow store in this workspace: nothing registered to check"])
+    if not uri.startswith("sqlite:") or (root / ".mmfm" / "mlflow.db").exists():
+        tracking.configure(root)
+        registry = check_registry(root, mlflow.MlflowClient())
+    summary = {**report.to_dict(), "ok": report.ok and registry.ok, "ledger_ok": report.ok,
+               "registry": registry.to_dict()}
+    emit(summary, as_json, lambda _: say(f"{report.text()}\n{registry.text()}", highlight=False, markup=False))
+    if not summary["ok"]:
         raise typer.Exit(1)

@@ -191,15 +191,19 @@ class Ledger:
         return (int(row[0]) if row else 0), {"events_no_update", "events_no_delete"} <= names
 
 
-def record(ws, stage: str, run_id: str, *, inputs: Iterable[Path] = (), outputs: Iterable[Path] = (),
-           params: Mapping | None = None, facts: Mapping | None = None) -> Event:
+def record(ws, stage: str, run_id: str, *, inputs: Iterable[Path | Mapping] = (),
+           outputs: Iterable[Path | Mapping] = (), params: Mapping | None = None,
+           facts: Mapping | None = None) -> Event:
     """Append one stage's event to the workspace ledger, naming files by workspace-relative URI and content hash.
 
     `ws` is a tasks.workspace.Workspace. Once per (stage, run id): a retried flow run does not add a second event.
+    An input or output is a path (hashed here; skipped when absent) or a ready {uri, sha256} entry naming something
+    outside the tree (`models:/NAME/VERSION` with its artifact manifest's sha256: promote, rollback, predict).
     Callers pass counts and settings in params/facts, never values from the data.
     """
-    def entries(paths: Iterable[Path]) -> list[dict]:
-        return [artifact_entry(Path(p), ws.root) for p in paths if Path(p).exists()]
+    def entries(items: Iterable[Path | Mapping]) -> list[dict]:
+        return [dict(p) if isinstance(p, Mapping) else artifact_entry(Path(p), ws.root)
+                for p in items if isinstance(p, Mapping) or Path(p).exists()]
 
     return Ledger.of_workspace(ws.root).append(stage, run_id, inputs=entries(inputs), outputs=entries(outputs),
                                                params=dict(params or {}), facts=dict(facts or {}), once=True)

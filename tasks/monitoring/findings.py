@@ -47,6 +47,9 @@ def by_site(report: dict) -> dict[str, list[str]]:
 def describe(report: dict) -> str:
     """One line: 'site-b: age_band, scanner_2d (new: X)' per flagged site; the performance drop when measured."""
     parts = [f"{site}: {', '.join(items)}" for site, items in by_site(report).items()]
-    if report["performance"].get("drifted"):
-        parts.append(f"performance: AUROC down {report['performance'].get('drop')}")
+    perf = report["performance"]
+    if perf.get("drifted"):
+        bound = (f" (lower bound {perf['drop_lower']} > tolerance {perf.get('tolerance')})"
+                 if "drop_lower" in perf else "")
+        parts.append(f"performance: AUROC down {perf.get('drop')}{bound}")
     return "; ".join(parts)

@@ -1,6 +1,6 @@
 """The monitor stage's work: score a prepared monitoring area with the (hash-verified) model, test every drift
 family against the curated data the model was trained on, fire the retraining trigger on a breach, write
-data/monitoring/<area>/drift.json (+ tabular.html) and log it as the stage's MLflow run.
+data/monitoring/<area>/drift.json + drift.html (+ Evidently's tabular.html) and log it as the stage's MLflow run.
 
 Reference: tabular drift against every curated patient (no model involved); prediction and embedding drift against
 the held-out val + test patients only (the model has fitted its training patients). Three test families share alpha
@@ -18,12 +18,13 @@ import mlflow
 from prefect.deployments import run_deployment
 from prefect.events import emit_event
 
-from tasks import tags
-from tasks.atomic import write_json
-from tasks.evaluation.assess import headline
+from tasks import tags, tracking
+from tasks.monitoring import verdict
+from tasks.monitoring.drift_html import write_reports
 from tasks.monitoring.embedding_drift import embedding_drift
 from tasks.monitoring.features import patient_features
 from tasks.monitoring.findings import describe
+from tasks.monitoring.performance import performance_drift
 from tasks.monitoring.tabular_drift import tabular_drift
 from tasks.monitoring.trigger import RetrainTrigger
 from tasks.registry.staging import load_verified
@@ -48,16 +49,6 @@ def queue_retrain(reason: dict) -> dict:
         return {"queued": "deployment", "flow_run_id": str(run.id)}
     except Exception as exc:  # noqa: BLE001 - no deployment on an ephemeral API: the event is the request
         return {"queued": "event", "detail": f"no deployment {RETRAIN_DEPLOYMENT} ({type(exc).__name__})"}
-
-
-def performance(task_report_primary: float | None, data, preds: dict, tolerance: float) -> dict:
-    labelled = int((data.tensors["label"] >= 0).sum())
-    if labelled < 20 or task_report_primary is None:
-        return {"status": "no outcomes", "labelled": labelled}
-    now = headline("diagnosis", data, preds, n_boot=100)["auroc_macro"]["value"]
-    drop = None if now is None else round(task_report_primary - now, 4)
-    return {"status": "measured", "labelled": labelled, "auroc_macro": now, "at_evaluation": task_report_primary,
-            "drop": drop, "tolerance": tolerance, "drifted": bool(drop is not None and drop > tolerance)}
 
 
 def _load_model(ws: Workspace, model_version: str) -> tuple:
@@ -114,8 +105,7 @@ def drift_report(ws: Workspace, p: dict, model_version: str, prepared: dict, out
     tabular, predictions = _tabular_drift(ws, area, everyone, reference, current, ref_preds, cur_preds, p, alpha,
                                           out / "tabular.html")
     embedding = _embedding_drift(dx, reference, current, ref_preds, cur_preds, p, alpha)
-    primary = evaluation["tasks"]["diagnosis"]["metrics"]["auroc_macro"]["value"]
-    perf = performance(primary, current, cur_preds, float(p["performance_tolerance"]))
+    perf = performance_drift(evaluation, reference, ref_preds, current, cur_preds, p)  # drop vs its uncertainty
     flagged = sorted(set(tabular.get("drifted_sites") or []) | set(predictions.get("drifted_sites") or [])
                      | {s for _, s in embedding.get("drifted_sites") or []})
     breach = bool(tabular.get("drifted") or predictions.get("drifted") or embedding.get("drifted")
@@ -128,21 +118,25 @@ def drift_report(ws: Workspace, p: dict, model_version: str, prepared: dict, out
                           "quarantined": prepared["ingest"]["quarantined"] + prepared["validate"]["quarantined"]},
               "status": "drift" if breach else "ok", "flagged_sites": flagged,
               "tabular": tabular, "predictions": predictions, "embedding": embedding, "performance": perf}
+    verdict.settle(report)  # drift > insufficient > ok; report["untested"]: what could not be tested, and why
     trigger = RetrainTrigger(ws.state / "monitor" / "retrain-trigger.json",
                              timedelta(hours=float(p["cooldown_hours"])))
     report["retrain"] = trigger.fire({"model_version": model_version, "sites": flagged,
                                       "extract": Path(source).name}, on_fire=queue_retrain) if breach else None
     report["findings"] = describe(report)
-    write_json(out / "drift.json", report)
+    verdict.settle(report)  # the final status (ok / drift / insufficient) before the pages say it
+    write_reports(report, out)  # drift.json with its "verdict", drift.html per site, Evidently's page relabelled
     return report
 
 
 def log_monitoring(report: dict, out: Path, model_version: str, area_name: str, attempt: Attempt) -> str:
     """The stage's MLflow run (journaled by `attempt`) with the report folder; -> its run id."""
-    run_tags = {tags.STAGE: "monitor", tags.key("model_version"): model_version, tags.key("status"): report["status"]}
+    run_tags = {**tracking.run_tags(attempt.journal.ws.root, "monitor"),  # the reference data and code it ran on
+                tags.key("model_version"): model_version, tags.key("status"): report["status"]}
     with attempt.mlflow_run(f"monitor-{area_name}", run_tags, experiment=EXPERIMENT) as run:
         mlflow.log_metrics({"drift": float(report["status"] == "drift"),
                             "flagged_sites": float(len(report["flagged_sites"])),
+                            "untested": float(len(report.get("untested") or [])),
                             "current_patients": float(report["current"]["patients"])})
         mlflow.log_artifacts(str(out), artifact_path="monitoring")
         attempt.finish({"mlflow_run_id": run.info.run_id}, outputs=[out / "drift.json"])

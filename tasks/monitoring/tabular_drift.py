@@ -86,7 +86,7 @@ def tabular_drift(reference: pd.DataFrame, current: pd.DataFrame, feature_groups
         "min_rows": min_rows, "max_rows": max_rows, "site_column": site_col,
         "drifted": bool(overall["drifted"]) or bool(drifted_sites), "drifted_sites": drifted_sites,
         "insufficient_sites": sorted(s for s, r in by_site.items() if r["status"] == "insufficient"),
-        "overall": overall, "sites": by_site, "html": str(html_path) if html_path is not None else None,
+        "overall": overall, "sites": by_site, "html": html_path.name if html_path is not None else None,
     }
 
 

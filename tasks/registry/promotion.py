@@ -10,6 +10,7 @@ lives in the registry, not in a workspace journal, because the decision is about
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +52,33 @@ def evaluation_facts(evaluation: dict) -> dict:
         entry = (rep.get("metrics") or {}).get(primary) or {}
         metrics[task] = {"metric": primary, **{k: entry.get(k) for k in ("value", "ci_low", "ci_high")}}
     return {"task_metrics": metrics, "comparisons": (evaluation.get("baselines") or {}).get("comparisons") or {}}
+
+
+def authenticated_user(tracking_uri: str) -> str | None:
+    """The user an authenticating MLflow server (`mlflow server --app-name basic-auth`) knows this client as: the
+    MLFLOW_TRACKING_USERNAME it sends with every request to an http(s) tracking URI (a wrong password fails the
+    request, so a decision recorded under this name was made by whoever holds that account); None on a local
+    store or without credentials, where nothing authenticates anyone."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME", "").strip()
+    return user if user and tracking_uri.startswith(("http://", "https://")) else None
+
+
+def approver_of(approver: str | None, tracking_uri: str) -> tuple[str, bool]:
+    """Who is recorded as approver -> (name, authenticated). Where MLflow authenticates users it is the
+    authenticated user: `--approver` may be omitted, and naming someone else is refused (one person cannot sign for
+    another). Without authentication the approver must be named (free text, as typed)."""
+    user = authenticated_user(tracking_uri)
+    given = (approver or "").strip() or None
+    if user is not None:
+        if given is not None and given != user:
+            raise PromotionRefused(f"--approver {given!r} is not the user the MLflow server authenticated ({user!r}): "
+                                   "the approver recorded is the authenticated user; omit --approver or sign in "
+                                   "as the approver (MLFLOW_TRACKING_USERNAME)")
+        return user, True
+    if given is None:
+        raise PromotionRefused("name the approver with --approver (the MLflow tracking store does not authenticate "
+                               "users, so nobody else can say who approves)")
+    return given, False
 
 
 def history_tag(alias: str) -> str:
@@ -120,7 +148,8 @@ def settle_promotion(client, name: str, alias: str) -> bool:
     return True
 
 
-def decide(ws: Workspace, client, name: str, version: str, alias: str, approver: str, reason: str) -> dict:
+def decide(ws: Workspace, client, name: str, version: str, alias: str, approver: str, reason: str,
+           authenticated: bool = False) -> dict:
     """Judge the candidate against the current holder of `alias` with the gate; -> the decision to record."""
     with tempfile.TemporaryDirectory(dir=ws.state) as tmp:
         candidate = candidate_from(client, name, version, Path(tmp))
@@ -134,19 +163,20 @@ def decide(ws: Workspace, client, name: str, version: str, alias: str, approver:
     decision = evaluate_gate(candidate, champion, GatePolicy.from_params(ws.params()))
     now = datetime.now(UTC)
     verdict = {"decision": "approved" if decision.approved else "refused", "alias": alias, "approver": approver,
-               "reason": reason, "at": now.isoformat(timespec="seconds"), "reasons": decision.reasons,
+               "approver_authenticated": authenticated, "reason": reason, "at": now.isoformat(timespec="seconds"),
+               "reasons": decision.reasons,
                "champion_before": None if current is None else str(current)}
     return {"version": str(version), "stamp": now.strftime("%Y%m%dT%H%M%SZ"),  # tag keys take no '+'
             "verdict": verdict, "checks": decision.checks}
 
 
 def pending_or_decide(ws: Workspace, client, name: str, version: str, alias: str, approver: str,
-                      reason: str) -> dict:
+                      reason: str, authenticated: bool = False) -> dict:
     """Recover: the decision an interrupted promote left (same version, alias, approver, reason), else a new one,
     kept in the pending marker before anything else is written."""
     pending = pending_promotion(client, name, version, alias, approver, reason)
     if pending is None:
-        pending = decide(ws, client, name, version, alias, approver, reason)
+        pending = decide(ws, client, name, version, alias, approver, reason, authenticated)
         client.set_registered_model_tag(name, f"{PROMOTING}{alias}", json.dumps(pending))
     return pending
 
@@ -175,7 +205,7 @@ def refuse(client, name: str, version: str, alias: str, verdict: dict,
                             verdict, checks)
 
 
-def roll_back(client, name: str, alias: str, approver: str, reason: str) -> dict:
+def roll_back(client, name: str, alias: str, approver: str, reason: str, authenticated: bool = False) -> dict:
     """Give `alias` back to the version that held it before the current one; -> the verdict recorded on it."""
     past = history(client, name, alias)
     if len(past) < 2:
@@ -185,7 +215,8 @@ def roll_back(client, name: str, alias: str, approver: str, reason: str) -> dict
     client.set_registered_model_tag(name, history_tag(alias), json.dumps(past[:-1]))
     now = datetime.now(UTC)
     at, stamp = now.isoformat(timespec="seconds"), now.strftime("%Y%m%dT%H%M%SZ")
-    verdict = {"decision": "rolled_back", "alias": alias, "approver": approver, "reason": reason, "at": at,
+    verdict = {"decision": "rolled_back", "alias": alias, "approver": approver,
+               "approver_authenticated": authenticated, "reason": reason, "at": at,
                "from_version": current, "to_version": previous}
     client.set_model_version_tag(name, previous, tags.key(f"rolled_back.{alias}.{stamp}"), json.dumps(verdict))
     return verdict

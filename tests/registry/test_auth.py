@@ -104,6 +104,7 @@ def test_the_cli_authenticates_through_env_and_the_server_refuses_readers_and_an
     from typer.testing import CliRunner
 
     from flows.cli import app
+    from tasks.lineage import Ledger
 
     runner = CliRunner()
     ws = tmp_path / "ws"
@@ -117,13 +118,23 @@ def test_the_cli_authenticates_through_env_and_the_server_refuses_readers_and_an
 
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", READER[0])
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", READER[1])
-    refused = runner.invoke(app, ["promote", "mmfm-cli/1", "--approver", "dr-x", "--reason", "r", "-w", str(ws)])
+    refused = runner.invoke(app, ["promote", "mmfm-cli/1", "--reason", "r", "-w", str(ws)])  # approver: "reader"
     assert refused.exit_code == 1 and "MLflow refused" in refused.output
     assert "403" in refused.output or "PERMISSION_DENIED" in refused.output, refused.output
     # register as the reader into a governed model (created by the admin): the run and the version are writes
     denied = runner.invoke(app, ["register", "--name", GOVERNED, "-w", str(ws)])
     assert denied.exit_code == 1 and "MLflow refused" in denied.output, denied.output
     assert "403" in denied.output or "PERMISSION_DENIED" in denied.output, denied.output
+
+    # the approver recorded is the authenticated user: nobody signs for someone else
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", server.admin_username)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", server.admin_password)
+    impersonated = runner.invoke(app, ["promote", "mmfm-cli/1", "--approver", "dr-x", "--reason", "r", "-w", str(ws)])
+    assert impersonated.exit_code == 1 and "not the user the MLflow server authenticated" in impersonated.output
+    runner.invoke(app, ["promote", "mmfm-cli/1", "--reason", "first", "-w", str(ws)])  # approved or refused: recorded
+    decision = [e for e in Ledger.of_workspace(ws).events() if e.stage == "promote"][-1]
+    assert decision.facts["approver"] == server.admin_username and decision.facts["approver_authenticated"] is True
+    assert decision.params["approver"] == server.admin_username
 
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
