@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from data_contracts.deid import DeidConfig, default_config
@@ -37,6 +37,8 @@ class FhirDeidResult:
     attributes: Counter[str]
     patient_pseudonym: str | None
     date_offset_days: int
+    text_fields: int = 0  # free-text strings scrubbed, and scrub_text's replacement counts (never values)
+    text_replacements: Counter[str] = field(default_factory=Counter)
 
 
 def deidentify_resource(resource: dict, keys: Pseudonymizer, *, site: str, patients: Mapping[str, tuple[str, str]],
@@ -71,7 +73,7 @@ def deidentify_resource(resource: dict, keys: Pseudonymizer, *, site: str, patie
     out.update({k: v for k, v in body.items() if k != "resourceType"})
     if rtype == "Patient" and isinstance(resource.get("birthDate"), str) and "birthDate" in out:
         _cap_birth_date(resource, out, w, age_reference or date.today())
-    return FhirDeidResult(out, w.actions, w.attributes, pseudonym, w.offset)
+    return FhirDeidResult(out, w.actions, w.attributes, pseudonym, w.offset, w.text_fields, w.text_replacements)
 
 
 def patient_index(patients: Iterable[dict], site: str, mrn_system: str | None = None) -> dict[str, tuple[str, str]]:

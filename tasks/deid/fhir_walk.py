@@ -52,6 +52,12 @@ class Walk:
     earlier: Callable[[str], str | None] | None = None  # FHIR Patient id -> pseudonym, from earlier ingests
     actions: Counter[str] = field(default_factory=Counter)
     attributes: Counter[str] = field(default_factory=Counter)
+    text_fields: int = 0  # free-text strings scrubbed, and their replacements by kind (counts only: the report's)
+    text_replacements: Counter[str] = field(default_factory=Counter)
+
+    def scrubbed(self, counts: Counter[str]) -> None:
+        self.text_fields += 1
+        self.text_replacements.update(counts)
 
     def count(self, action: str, path: str, note: str = "") -> None:
         """Count an action on an element; the label quotes FHIR element names only (a JSON key is input)."""
@@ -152,6 +158,7 @@ def _clean_string(value: str, path: str, key: str, w: Walk) -> str | None:
     if key in KEEP_STRING:
         return value
     scrubbed, counts = scrub_text(value, w.known, w.offset)
+    w.scrubbed(counts)
     if counts:
         w.count("S", path)
     return scrubbed
@@ -208,7 +215,8 @@ def _clean_attachment(node: dict, path: str, w: Walk) -> dict:
         w.count("X", f"{path}.data")
         return node
     text = decode_attachment(node.get("contentType"), data, dotted_label(f"{path}.data"))
-    scrubbed, _ = scrub_text(text, w.known, w.offset)
+    scrubbed, counts = scrub_text(text, w.known, w.offset)
+    w.scrubbed(counts)
     node["data"] = base64.b64encode(scrubbed.encode("utf-8")).decode("ascii")
     node["contentType"] = TEXT_PLAIN
     w.count("S", f"{path}.data")

@@ -51,6 +51,8 @@ class DeidReport:
         self.fhir_resources += 1
         _add_safe(self.actions["fhir"], result.actions)
         _add_safe(self.attributes["fhir"], result.attributes)
+        self.text_fields += result.text_fields  # its notes, attachments and free strings, scrubbed in the walk
+        _add_safe(self.text_replacements, result.text_replacements)
 
     def add_text(self, counts: Counter[str]) -> None:
         """Counts from scrub_text (NAME, DATE_SHIFTED, ...) for one free-text field."""

@@ -1,4 +1,5 @@
-"""ROC curves and reliability diagrams as small PNGs for evaluation reports.
+"""ROC curves, reliability diagrams, subgroup forest plots, per-modality contribution and survival curves by risk
+group as small PNGs for evaluation reports and model cards.
 
 Figures are built with matplotlib's object API (`Figure` + the Agg canvas) rather than pyplot: nothing global is
 touched (no backend switch, no pyplot figure registry to leak), so importing this module from a flow, a test or a
@@ -82,5 +83,80 @@ def calibration_plot(y: np.ndarray, probs: np.ndarray, path: str | Path, n_bins:
     top.legend(loc="upper left", fontsize=7)
     bottom.hist(b["conf_per_sample"], bins=b["edges"], color="C0", edgecolor="black")
     bottom.set(xlabel="confidence", ylabel="count", xlim=(0, 1))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _interval(entry) -> tuple[float | None, float | None, float | None]:
+    entry = entry or {}
+    return entry.get("value"), entry.get("ci_low"), entry.get("ci_high")
+
+
+def forest_plot(rows: Sequence[tuple[str, dict | None]], metric: str, path: str | Path,
+                reference: float | None = None) -> Path:
+    """One line per subgroup: the metric's value with its 95% CI; `rows` is (label, {value, ci_low, ci_high} or
+    None). A group too small to measure stays on the plot, labelled "not measured", so its absence is visible;
+    `reference` (the whole test split's value) is the dashed line each group is read against."""
+    fig = Figure(figsize=(6, 0.35 * len(rows) + 1.2))
+    ax = fig.add_subplot()
+    for i, (_, entry) in enumerate(rows):
+        value, low, high = _interval(entry)
+        y = len(rows) - 1 - i
+        if value is None:
+            ax.text(0.5, y, "not measured", va="center", ha="center", fontsize=7, color="grey")
+            continue
+        if low is not None and high is not None:
+            ax.plot([low, high], [y, y], color="C0", lw=1.5)
+        ax.plot([value], [y], "s", color="C0", ms=5)
+    if reference is not None:
+        ax.axvline(reference, ls="--", color="grey", lw=0.8, label=f"all patients ({reference:.3f})")
+        ax.legend(loc="lower right", fontsize=7)
+    ax.set_yticks(range(len(rows)), [label for label, _ in reversed(rows)], fontsize=7)
+    ax.set(xlabel=f"{metric} (95% CI)", xlim=(0, 1), ylim=(-0.7, len(rows) - 0.3), title=f"Subgroups: {metric}")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def modality_contribution_plot(full: float | None, without: dict[str, float | None], attention: dict[str, float],
+                               metric: str, path: str | Path) -> Path:
+    """Per modality: how much the metric drops when the modality is removed at test time (left) and the share of
+    attention the fusion gives it where present (right). A drop is the evidence; attention is only what was read."""
+    names = sorted(set(without) | set(attention))
+    fig = Figure(figsize=(7, 0.35 * len(names) + 1.4))
+    left, right = fig.subplots(1, 2, sharey=True)
+    ys = np.arange(len(names))
+    drops = [(full - without[m]) if full is not None and without.get(m) is not None else np.nan for m in names]
+    left.barh(ys, drops, color=["C3" if d > 0 else "C0" for d in np.nan_to_num(drops)])
+    left.axvline(0, color="black", lw=0.8)
+    left.set(yticks=ys, xlabel=f"{metric}: all modalities minus without it", title="Drop when removed")
+    left.set_yticklabels(names, fontsize=8)
+    right.barh(ys, [attention.get(m, np.nan) for m in names], color="C2")
+    right.set(xlabel="mean attention share where present", xlim=(0, 1), title="Attention share")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def survival_by_risk_plot(time: np.ndarray, event: np.ndarray, log_risk: np.ndarray, path: str | Path,
+                          groups: int = 3) -> Path:
+    """Kaplan-Meier curves of the test patients split into `groups` equal-sized groups by predicted log-hazard
+    (low to high): a model that ranks survival separates the curves. Patients without follow-up are dropped."""
+    from sksurv.nonparametric import kaplan_meier_estimator
+
+    time, event, log_risk = (np.asarray(a, dtype=float) for a in (time, event, log_risk))
+    keep = np.isfinite(time) & np.isfinite(log_risk) & (time >= 0)
+    time, event, log_risk = time[keep], event[keep].astype(bool), log_risk[keep]
+    fig = Figure(figsize=(5, 4))
+    ax = fig.add_subplot()
+    order = np.argsort(log_risk, kind="stable")
+    names = ["low", "middle", "high"] if groups == 3 else [f"group {i + 1}" for i in range(groups)]
+    for i, members in enumerate(np.array_split(order, groups)):
+        if len(members) == 0:
+            continue
+        t, s = kaplan_meier_estimator(event[members], time[members])
+        ax.step(np.concatenate([[0], t]), np.concatenate([[1], s]), where="post",
+                label=f"{names[i]} predicted risk (n={len(members)}, events {int(event[members].sum())})")
+    ax.set(xlabel="days since presentation", ylabel="survival probability (Kaplan-Meier)", ylim=(0, 1.02),
+           title=f"Survival by predicted risk group (n={len(time)})")
+    ax.legend(loc="lower left", fontsize=7)
     fig.tight_layout()
     return _save(fig, path)

@@ -29,7 +29,7 @@ from tasks.evaluation.baselines import (
     single_modality,
 )
 from tasks.evaluation.explain import attention_table, gradcam, save_gradcam_png
-from tasks.evaluation.plots import calibration_plot, roc_plot
+from tasks.evaluation.plots import calibration_plot, roc_plot, survival_by_risk_plot
 from tasks.faults import kill_point
 from tasks.stage.run import Attempt
 from tasks.training.backbone import train_config
@@ -85,7 +85,12 @@ def _plots(out: Path, task_name: str, y, preds: dict, model, test, n_cam: int) -
                 name = f"gradcam_{modality}_{test.meta['patient_id'][i][:12]}.png"
                 files.append(save_gradcam_png(images[list(has).index(i), 0].numpy(), cam, out / "gradcam" / name))
     elif task_name == "risk":
+        files.append(roc_plot(y, preds["risk_prob"], ["alive at one year", "died within one year"],
+                              out / "plots" / "roc_risk.png"))
         files.append(calibration_plot(y, preds["risk_prob"], out / "plots" / "calibration_risk.png"))
+    elif task_name == "survival":
+        files.append(survival_by_risk_plot(test.tensors["time"].numpy(), test.tensors["event"].numpy(),
+                                           preds["log_risk"], out / "plots" / "survival_by_risk.png"))
     return [str(Path(f).relative_to(out)) for f in files]
 
 

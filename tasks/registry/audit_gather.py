@@ -27,12 +27,16 @@ import mlflow
 from tasks import tags, tracking
 from tasks.lineage import Event, Ledger, artifact_sha256, lineage, verify
 from tasks.lineage.hashing import sha256_file
+from tasks.registry.audit_evaluation import evaluation_summary as _evaluation_summary
+from tasks.registry.audit_links import find_artifacts
+from tasks.registry.audit_monitoring import NO_MONITORING, monitoring
 from tasks.registry.integrity import IntegrityError, manifest_from_tags
+
+__all__ = ["NO_MONITORING", "build_audit"]
 
 CHAIN_STAGES = ("ingest", "validate", "version", "pretrain", "finetune", "evaluate", "register")
 LANDING = "data/landing/"
 EVALUATION_ARTIFACT = "artifacts/evaluation/evaluation.json"
-NO_MONITORING = "no monitoring run yet"
 DECISION_TAG = re.compile(rf"^{re.escape(tags.NS)}(approved|refused|rolled_back)\.(.+)\.(\d{{8}}T\d{{6}}Z)$")
 DECISION_FIELDS = ("decision", "alias", "approver", "reason", "at", "reasons", "champion_before", "from_version",
                    "to_version", "checks")  # checks: every gate rule's value, verdict and exception
@@ -53,17 +57,6 @@ def _json(text: str | None) -> Any:
         return json.loads(text) if text else None
     except ValueError:
         return text
-
-
-def _scalars(d: Mapping, depth: int = 2, prefix: str = "") -> dict[str, float | int | bool]:
-    """Numbers and booleans only (flattened `a.b`): what a monitoring file may contribute without leaking values."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, bool | int | float):
-            out[f"{prefix}{k}"] = v
-        elif isinstance(v, Mapping) and depth > 1:
-            out.update(_scalars(v, depth - 1, f"{prefix}{k}."))
-    return out
 
 
 def _event_row(ev: Event, role: str) -> dict:
@@ -316,45 +309,6 @@ def _evaluation(root: Path, reg: dict, gaps: list[str]) -> dict | None:
     return _evaluation_summary(raw)
 
 
-def _evaluation_summary(raw: dict) -> dict:
-    tasks = {}
-    for name, t in sorted((raw.get("tasks") or {}).items()):
-        primary = t.get("primary_metric")
-        tasks[name] = {"primary_metric": primary, "patients": t.get("patients"),
-                       "primary": (t.get("metrics") or {}).get(primary) or {},
-                       "metrics": t.get("metrics") or {}, "subgroup_gaps": t.get("subgroup_gaps") or {}}
-    base = raw.get("baselines") or {}
-    oracle = base.get("oracle") if isinstance(base.get("oracle"), dict) else {}
-    baselines = {"late_fusion": (base.get("late_fusion") or {}).get("metrics") or {},
-                 "bayes": (base.get("bayes") or {}).get("metrics") or {},
-                 **{f"single_modality.{m}": (r.get("single") or r.get("metrics") or {"skipped": r.get("skipped")})
-                    for m, r in sorted((base.get("single_modality") or {}).items())},
-                 **{f"{k.removesuffix('_same_inputs')}.{(v or {}).get('model', 'same inputs')}": _metrics_or_skip(v)
-                    for k, v in sorted(base.items()) if k.endswith("_same_inputs")},  # risk, survival
-                 **{f"{t}.oracle": _metrics_or_skip(v) for t, v in sorted(oracle.items()) if isinstance(v, Mapping)}}
-    comparisons = [{"task": t, "name": name, **{k: d.get(k) for k in COMPARISON_FIELDS}}
-                   for t, found in sorted((base.get("comparisons") or {}).items()) for name, d in found.items()]
-    return {"split": raw.get("split"), "dataset_version": raw.get("dataset_version"),
-            "test_patients": raw.get("test_patients"), "mlflow_run_id": raw.get("mlflow_run_id"), "tasks": tasks,
-            "baselines": baselines, "comparisons": comparisons}
-
-
-COMPARISON_FIELDS = ("metric", "baseline", "a", "b", "value", "ci_low", "ci_high", "n", "skipped")
-
-
-def _metrics_or_skip(entry: Any) -> dict:
-    entry = entry if isinstance(entry, Mapping) else {}
-    return entry.get("metrics") or {"skipped": entry.get("skipped") or "not measured"}
-
-
-def _monitoring(root: Path, events: list[Event]) -> dict:
-    files = sorted((root / "data" / "monitoring").glob("**/drift.json"))
-    reports = [{"uri": p.relative_to(root).as_posix(), "sha256": artifact_sha256(p),
-                "values": _scalars(json.loads(p.read_text()))} for p in files]
-    runs = [{**_event_row(e, "monitor"), "facts": _scalars(e.facts)} for e in events if e.stage == "monitor"]
-    return {"status": "monitored" if reports or runs else NO_MONITORING, "reports": reports, "events": runs}
-
-
 # --- checks across sources -----------------------------------------------------------------------------------------
 
 def _check_registration(reg: dict, root_event: Event | None, chain: list[Event], related: list[Event],
@@ -429,7 +383,8 @@ def build_audit(root: Path, model_ref: str) -> dict:
         "registration": {k: v for k, v in reg.items() if k != "manifest"} | {
             "manifest": {k: reg["manifest"][k] for k in ("sha256", "files")},
             "lineage_event": root_event.event_id if root_event else None},
-        "monitoring": _monitoring(root, events),
+        "monitoring": monitoring(root, events, _event_row),
+        "artifacts": find_artifacts(root, client, name, version),
         "ledger": {"events": [_event_row(e, "register" if e is root_event else "upstream") for e in chain]
                    + [_event_row(e, "related") for e in related], "verify": _verify(ledger, root, gaps)},
     }

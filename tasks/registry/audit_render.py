@@ -9,6 +9,8 @@ rendered as HTML. `write_audit` is the one call the CLI and the demo make: build
 from __future__ import annotations
 
 import html
+import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,9 @@ from typing import Any
 import jinja2
 
 from tasks.registry.audit_gather import NO_MONITORING, build_audit
+from tasks.registry.audit_links import fetch_remote_card, href
+from tasks.registry.audit_summary import APPROVAL_HEADERS, CHAIN_HEADERS, MONITOR_HEADERS, summary, verdict
+from tasks.registry.audit_templates import HTML, MD
 
 SHOWN_STAGES = ("ingest", "validate", "version", "pretrain", "finetune", "evaluate", "register", "promote",
                 "rollback")
@@ -42,8 +47,10 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _table(caption: str, headers: list[str], rows: list[list[Any]], empty: str = NR) -> dict:
-    return {"caption": caption, "headers": headers, "rows": [[_fmt(c) for c in r] for r in rows], "empty": empty}
+def _table(caption: str, headers: list[str], rows: list[list[Any]], empty: str = NR, collapse: bool = False) -> dict:
+    """`collapse`: a hash table, folded into <details> in HTML (the summary and findings stay open)."""
+    return {"caption": caption, "headers": headers, "rows": [[_fmt(c) for c in r] for r in rows], "empty": empty,
+            "collapse": collapse, "css": ""}
 
 
 def _event_tables(audit: dict, stages: tuple[str, ...]) -> list[dict]:
@@ -52,8 +59,9 @@ def _event_tables(audit: dict, stages: tuple[str, ...]) -> list[dict]:
             for e in events]
     files = [[e["event_id"][:12], d, a["uri"], a["sha256"]] for e in events
              for d, key in (("read", "inputs"), ("wrote", "outputs")) for a in e[key]]
-    return [_table(f"Ledger events ({', '.join(stages)})", EVENT_HEADERS, rows),
-            _table("Artifacts they read and wrote", ARTIFACT_HEADERS, files, "none recorded")]
+    return [_table(f"Ledger events ({', '.join(stages)})", EVENT_HEADERS, rows, collapse=True),
+            _table(f"Artifacts they read and wrote ({', '.join(stages)})", ARTIFACT_HEADERS, files, "none recorded",
+                   collapse=True)]
 
 
 def _run_tables(audit: dict, stages: tuple[str, ...], caption: str) -> list[dict]:
@@ -63,13 +71,19 @@ def _run_tables(audit: dict, stages: tuple[str, ...], caption: str) -> list[dict
     detail = [[r["run_id"], r["params"] or "none", {k: v for k, v in r["metrics"].items() if ".ci_" not in k}]
               for r in runs]  # CIs are in the evaluation section
     return [_table(caption, ["stage", "run id", "name", "status", "started", "code version", "dataset version"],
-                   head), _table("Their parameters and final metrics", ["run id", "params", "metrics"], detail)]
+                   head), _table("Their parameters and final metrics", ["run id", "params", "metrics"], detail,
+                                 collapse=True)]
 
 
 def _section(title: str, intro: str = "", items: list | None = None, tables: list | None = None,
              bullets: list | None = None) -> dict:
-    return {"title": title, "intro": intro, "facts": [(k, _fmt(v)) for k, v in items or []],
+    return {"title": title, "anchor": _anchor(title), "intro": intro, "facts": [(k, _fmt(v)) for k, v in items or []],
             "tables": tables or [], "bullets": bullets or []}
+
+
+def _anchor(title: str) -> str:
+    """The id GitHub gives a Markdown heading (so the Markdown contents links work there too)."""
+    return re.sub(r"[^a-z0-9 -]", "", title.lower()).replace(" ", "-")
 
 
 def _sections_data(a: dict) -> list[dict]:
@@ -81,18 +95,22 @@ def _sections_data(a: dict) -> list[dict]:
         _section("1. Raw extracts", "Landing manifests exactly as received, named by sha256 (recorded by the ingest "
                  "event, re-hashed for this report). File names inside an extract are never shown.",
                  tables=[_table("Extracts", ["extract", "source", "site", "files", "bytes", "manifest sha256",
-                                             "re-hashed now", "received", "ingested", "quarantined"], extracts),
+                                             "re-hashed now", "received", "ingested", "quarantined"], extracts,
+                                collapse=True),
                          *_event_tables(a, ("ingest",))]),
         _section("2. De-identification", "Counts of de-identification actions per ingest run (codes of DICOM "
-                 "PS3.15 Annex E); no values.",
+                 "PS3.15 Annex E) and of free-text replacements by kind (notes, report text, attachments and any "
+                 "free string of a FHIR resource, scrubbed before staging); no values.",
                  items=[("Profiles", deid["profiles"]), ("Totals", deid["totals"]),
+                        ("Free-text fields scrubbed", deid["totals"].get("text_fields", 0)),
+                        ("Free-text replacements by kind", _text_totals(deid) or "none"),
                         *[(f"Actions ({m})", c) for m, c in deid["actions"].items()]],
                  tables=[_table("Reports", ["report", "sha256", "profile", "DICOM files", "FHIR resources",
                                             "text fields", "actions", "text replacements", "burned-in flagged"],
                                 [[r["uri"], r["sha256"], r["profile"], r["dicom_files"], r["fhir_resources"],
                                   r["text_fields"], r["actions"] or "none", r["text_replacements"] or "none",
                                   r["burned_in_flagged"]]
-                                 for r in deid["reports"]])]),
+                                 for r in deid["reports"]], collapse=True)]),
         _section("3. Validation and data contracts", "" if val else NR,
                  items=[("Validation run", val.get("run_id")), ("Blocked", val.get("blocked")),
                         ("Rows quarantined", val.get("quarantined")),
@@ -130,9 +148,14 @@ def _evaluation_section(a: dict) -> dict:
                        [[t, r["primary_metric"], r["primary"], r["patients"], r["subgroup_gaps"]]
                         for t, r in tasks.items()]),
                 _table("All metrics", ["task", "metric", "value (95% CI)"],
-                       [[t, m, v] for t, r in tasks.items() for m, v in sorted(r["metrics"].items())]),
-                _table("Baselines", ["baseline", "metrics"],
-                       [[b, m] for b, m in ev.get("baselines", {}).items()]),
+                       [[t, m, v] for t, r in tasks.items() for m, v in sorted(r["metrics"].items())], collapse=True),
+                _table("Single-modality baselines (trained in the evaluation run, same test patients)",
+                       ["modality", "metrics"], [[b.removeprefix("single_modality."), m] for b, m in
+                                                 ev.get("baselines", {}).items() if b.startswith("single_modality.")],
+                       "not measured by this evaluation"),
+                _table("Other baselines and limits (late fusion, classical models, Bayes posterior, oracle)",
+                       ["baseline", "metrics"], [[b, m] for b, m in ev.get("baselines", {}).items()
+                                                 if not b.startswith("single_modality.")]),
                 _table("Fused model minus baselines (paired bootstrap, same patients)",
                        ["task", "baseline", "metric", "fused", "baseline value", "difference (95% CI)", "patients"],
                        [[c["task"], c["name"] if c.get("baseline") in (None, c["name"])
@@ -161,7 +184,8 @@ def _registration_section(a: dict) -> dict:
 
 def _decisions_section(a: dict) -> dict:
     reg = a["registration"]
-    rows = [[d["decision"], d["alias"], d.get("at"), d.get("approver"), d.get("reason"), d.get("reasons") or "none",
+    rows = [[d["decision"], d["alias"], d.get("at"), d.get("approver"), d.get("reason"), d.get("reasons") or (
+             "every gate rule passed" if d["decision"] == "approved" else "none recorded"),
              d.get("champion_before") if not d["decision"].startswith("rolled")
              else f"{d.get('from_version')} to {d.get('to_version')}"] for d in reg["decisions"]]
     return _section(
@@ -175,24 +199,64 @@ def _decisions_section(a: dict) -> dict:
                 *_event_tables(a, ("promote", "rollback"))])
 
 
-GATE_HEADERS = ["decided at", "rule", "verdict", "value", "detail", "exception reason"]
+GATE_HEADERS = ["decided at", "rule", "verdict", "value", "detail", "exception"]
 
 
 def _gate_rows(decisions: list[dict]) -> list[list]:
     """Every rule of every gate decision: its measured value, verdict, and the exception's reason when excepted."""
     return [[d.get("at"), c.get("rule"), "pass (excepted)" if c.get("excepted") else
-             "pass" if c.get("passed") else "FAIL", c.get("value"), c.get("detail"), c.get("reason") or "none"]
+             "pass" if c.get("passed") else "FAIL", c.get("value"), c.get("detail"),
+             f"excepted: {c.get('reason') or 'no reason given'}" if c.get("excepted") else "no exception"]
             for d in decisions for c in d.get("checks") or []]
 
 
+FINDING_HEADERS = ["site", "family", "status", "rows", "smallest p-value", "threshold / tolerance",
+                   "drifted features", "detail"]
+
+
+def _sig(v: Any) -> Any:
+    """p-values and thresholds to 3 significant digits: 1e-87 must not read as 0, nor 6e-05 as 0.0001."""
+    return f"{v:.3g}" if isinstance(v, float) else v
+
+
+def _finding_detail(x: dict) -> str:
+    if x["family"] == "performance" and x.get("value") is not None:
+        return (f"{_fmt(x['value'])} now vs {_fmt(x.get('at_evaluation'))} at evaluation (drop "
+                f"{_fmt(x.get('drop'))})" + (f"; {x['why']}" if x["why"] else ""))
+    return x["why"] or "-"
+
+
 def _monitoring_section(m: dict) -> dict:
+    if m["status"] == NO_MONITORING:
+        return _section("9. Monitoring", m["status"])
+    found = []
+    for r in m["reports"]:
+        f = r.get("findings") or {}
+        found.append(_table(f"Findings of {r['uri']}: status {f.get('status')}, flagged sites "
+                            f"{_fmt(f.get('flagged_sites')) if f.get('flagged_sites') else 'none'}, retraining "
+                            f"{f.get('retrain') or 'not reported'}", FINDING_HEADERS,
+                            [[x["site"], x["family"], x["state"], x["n"], _sig(x.get("min_p")),
+                              _sig(x["threshold"]), x["drifted_features"] or "none", _finding_detail(x)]
+                             for x in f.get("rows", [])],
+                            "no per-site decision in this report"))
     return _section(
-        "9. Monitoring", m["status"] if m["status"] == NO_MONITORING else "",
-        tables=[] if m["status"] == NO_MONITORING else [
-            _table("Drift reports", ["report", "sha256", "values"], [[r["uri"], r["sha256"], r["values"]]
-                                                                      for r in m["reports"]]),
-            _table("Monitor events", ["time", "event id", "actor", "code version", "facts"],
-                   [[e["time"], e["event_id"], e["actor"], e["code_version"], e["facts"]] for e in m["events"]])])
+        "9. Monitoring", "Per site and per family, as mmfm decided (ok, drift, or insufficient: too few rows to test); "
+        "drift is declared when a p-value is at or under the Bonferroni threshold, or the performance drop exceeds "
+        "its tolerance.",
+        tables=[*found,
+                _table("Drift reports", ["report", "sha256", "values"], [[r["uri"], r["sha256"], r["values"]]
+                                                                         for r in m["reports"]], collapse=True),
+                _table("Monitor events", ["time", "event id", "actor", "code version", "facts"],
+                       [[e["time"], e["event_id"], e["actor"], e["code_version"], e["facts"]] for e in m["events"]],
+                       collapse=True)])
+
+
+def _text_totals(deid: dict) -> dict:
+    out: dict[str, int] = {}
+    for r in deid["reports"]:
+        for k, n in (r.get("text_replacements") or {}).items():
+            out[k] = out.get(k, 0) + int(n)
+    return dict(sorted(out.items()))
 
 
 def _integrity_section(a: dict) -> dict:
@@ -209,50 +273,6 @@ def _integrity_section(a: dict) -> dict:
         bullets=[f"Gap: {g}" for g in a["gaps"]] + [f"Note: {n}" for n in a["notes"]])
 
 
-_MD = """# Audit report: {{ m.name }} version {{ m.version }}
-
-Requested as `{{ m.ref }}`; generated {{ generated }}. Complete: **{{ complete }}** ({{ ngaps }} gap(s)).
-From raw extract sha256 to today's alias; counts, hashes, ids and pseudonyms only.
-{% for s in sections %}
-## {{ s.title }}
-{% if s.intro %}
-{{ s.intro }}
-{% endif %}{% if s.facts %}
-{% for k, v in s.facts %}- **{{ k }}**: {{ v }}
-{% endfor %}{% endif %}{% for t in s.tables %}
-**{{ t.caption }}**
-
-{% if t.rows %}| {{ t.headers|join(" | ") }} |
-|{% for h in t.headers %}---|{% endfor %}
-{% for r in t.rows %}| {{ r|join(" | ") }} |
-{% endfor %}{% else %}{{ t.empty }}
-{% endif %}{% endfor %}{% if s.bullets %}
-{% for b in s.bullets %}- {{ b }}
-{% endfor %}{% endif %}{% endfor %}"""
-
-_HTML = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Audit report: {{ m.name }} version {{ m.version }}</title>
-<style>body{font-family:system-ui,sans-serif;max-width:80rem;margin:2rem auto;padding:0 1rem;color:#222}
-table{border-collapse:collapse;margin:.5rem 0;font-size:.85rem}td,th{border:1px solid #bbb;padding:.2rem .5rem;
-text-align:left;vertical-align:top;word-break:break-all}th{background:#f0f0f0}.ok{color:#060}.bad{color:#a00}
-h2{border-bottom:1px solid #ccc;margin-top:2rem}caption{text-align:left;font-weight:bold;padding:.3rem 0}</style>
-</head><body>
-<h1>Audit report: {{ m.name }} version {{ m.version }}</h1>
-<p>Requested as <code>{{ m.ref }}</code>; generated {{ generated }}.
-Complete: <strong class="{{ 'ok' if ngaps == 0 else 'bad' }}">{{ complete }}</strong> ({{ ngaps }} gap(s)).
-From raw extract sha256 to today's alias; counts, hashes, ids and pseudonyms only.</p>
-{% for s in sections %}<h2>{{ s.title }}</h2>
-{% if s.intro %}<p>{{ s.intro }}</p>{% endif %}
-{% if s.facts %}<ul>{% for k, v in s.facts %}<li><strong>{{ k }}</strong>: {{ v }}</li>{% endfor %}</ul>{% endif %}
-{% for t in s.tables %}{% if t.rows %}<table><caption>{{ t.caption }}</caption>
-<tr>{% for h in t.headers %}<th>{{ h }}</th>{% endfor %}</tr>
-{% for r in t.rows %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>
-{% endfor %}</table>{% else %}<p><strong>{{ t.caption }}</strong>: {{ t.empty }}</p>{% endif %}
-{% endfor %}{% if s.bullets %}<ul>{% for b in s.bullets %}<li class="bad">{{ b }}</li>{% endfor %}</ul>{% endif %}
-{% endfor %}</body></html>
-"""
-
-
 def _md_safe(value: Any) -> Any:
     """Markdown is often rendered as HTML: neutralise tags and table pipes in every string."""
     if isinstance(value, str):
@@ -264,24 +284,44 @@ def _md_safe(value: Any) -> Any:
     return value
 
 
-def render_audit(audit: dict) -> tuple[str, str]:
-    """(markdown, html) of one audit: the same sections in the same order, HTML autoescaped and self-contained."""
-    context = {"m": audit["model"], "generated": audit["generated_at"], "complete": _fmt(audit["complete"]),
-               "ngaps": len(audit["gaps"]), "sections": _sections_data(audit), "NR": NR}
+def _links(audit: dict, root: Path | None, out_dir: Path | None) -> list[dict]:
+    out = []
+    for a in audit.get("artifacts", []):
+        link = href(a.get("path"), root, out_dir) if root is not None and out_dir is not None else None
+        out.append({"kind": a["kind"], "label": a["label"], "href": link,
+                    "missing": f"at {a['path']}" if a.get("path") else "not found on this file system"})
+    return out
+
+
+def render_audit(audit: dict, root: Path | None = None, out_dir: Path | None = None) -> tuple[str, str]:
+    """(markdown, html) of one audit: summary, contents, then the sections in the order the data travelled.
+
+    With `root` (the workspace) and `out_dir` (where the page is written), artifacts are linked relative to the
+    page; without them they are named only. HTML is autoescaped and self-contained."""
+    s = summary(audit)
+    context = {"m": audit["model"], "generated": audit["generated_at"], "s": s,
+               "chain": {**_table("Chain from raw extracts to the alias", CHAIN_HEADERS, s["chain"]), "css": "chain"},
+               "approvals": _table("Approvals, refusals and rollbacks", APPROVAL_HEADERS, s["approvals"],
+                                   "no approval or refusal recorded"),
+               "monitoring": _table("Monitoring status per site", MONITOR_HEADERS, s["monitoring"]),
+               "links": _links(audit, root, out_dir), "sections": _sections_data(audit), "NR": NR}
     env = {flag: jinja2.Environment(autoescape=flag, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
            for flag in (False, True)}
-    markdown = env[False].from_string(_MD).render(**_md_safe(context))
-    return markdown, env[True].from_string(_HTML).render(**context)
+    markdown = env[False].from_string(MD).render(**_md_safe(context))
+    return markdown, env[True].from_string(HTML).render(**context)
 
 
 def write_audit(root: Path, model_ref: str, out_dir: Path) -> dict:
-    """Build, render and write `audit-<name>-v<version>.md` and `.html` into `out_dir`."""
+    """Build, render and write `audit-<name>-v<version>.md`, `.html` and `.json` (the audit, with "verdict")."""
     audit = build_audit(root, model_ref)
-    markdown, page = render_audit(audit)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    fetch_remote_card(audit.get("artifacts", []), out, audit["model"]["version"])
+    markdown, page = render_audit(audit, Path(root), out)
     stem = f"audit-{audit['model']['name']}-v{audit['model']['version']}"
     (out / f"{stem}.md").write_text(markdown)
     (out / f"{stem}.html").write_text(page)
-    return {"markdown": out / f"{stem}.md", "html": out / f"{stem}.html", "complete": audit["complete"],
-            "gaps": list(audit["gaps"])}
+    (out / f"{stem}.json").write_text(json.dumps({"verdict": verdict(audit), **audit}, indent=2, sort_keys=True,
+                                                 default=str))
+    return {"markdown": out / f"{stem}.md", "html": out / f"{stem}.html", "json": out / f"{stem}.json",
+            "verdict": verdict(audit), "complete": audit["complete"], "gaps": list(audit["gaps"])}

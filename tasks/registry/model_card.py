@@ -1,168 +1,161 @@
-"""Model cards in Markdown (for the registry description and the repo) and HTML (a standalone page for review).
+"""Model cards in Markdown (for the repository and the registry) and HTML (a standalone page for review).
 
-Why both from one dict: the reviewer reads the HTML, the registry shows the Markdown, and they must not drift.
-Every section always renders; an absent one says "not reported", because a silently missing subgroup table reads
-as "nothing to see" when it means "nobody looked". HTML is autoescaped (fields come from configs and humans);
-the page is self-contained (inline CSS, no external assets) so it opens offline in a hospital network.
-
-The promotion gate's evidence rules (chance, baselines, exceptions) are judged on the card's own evaluation when it is
-staged, each rule with its measured value, verdict and any declared exception; the final decision (with the champion,
-integrity and PHI checks) is recorded at promotion, in the registry and the ledger.
+Why both from one dict (tasks/registry/card_content.py builds it): the reviewer reads the HTML, the registry shows
+the Markdown, and they must not drift. Sections follow Mitchell et al.'s model cards. Every section always renders;
+an absent one says "not reported", because a silently missing table reads as "nothing to see" when it means "nobody
+looked". HTML is autoescaped (fields come from configs and humans) and self-contained: inline CSS, every image
+embedded as a data: URI, no external URL, so it opens offline in a hospital network. The page carries one
+`id="mmfm-verdict"` element whose data-verdict is the gate's decision (approved / refused / not judged).
 """
 
 from __future__ import annotations
 
+import base64
 import html
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import jinja2
 
 NOT_REPORTED = "not reported"
+NOT_JUDGED = "not judged"
 
-_MACROS = """
-{%- macro value(v) -%}
-{%- if v is undefined or v is none or v == '' -%}{{ NR }}{%- elif v is number and v is not integer -%}{{ '%.3f' % v }}
-{%- else -%}{{ v }}{%- endif -%}
+_SECTIONS = """
+{%- macro table(head, rows) -%}
+{%- if md %}| {{ head|join(' | ') }} |
+|{% for h in head %}---|{% endfor %}
+{% for r in rows %}| {{ r|join(' | ') }} |
+{% endfor %}
+{% else %}<table><tr>{% for h in head %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for r in rows %}<tr>{% for v in r %}<td>{{ v }}</td>{% endfor %}</tr>
+{% endfor %}</table>{% endif %}
 {%- endmacro -%}
-{%- macro ci(v) -%}
-{%- if v.ci_low is undefined or v.ci_low is none -%}{{ NR }}
-{%- else -%}{{ value(v.ci_low) }} – {{ value(v.ci_high) }}{%- endif -%}
+{%- macro h(level, text, anchor='') -%}
+{%- if md %}{{ '#' * level }} {{ text }}
+
+{% else %}<h{{ level }}{% if anchor %} id="{{ anchor }}"{% endif %}>{{ text }}</h{{ level }}>{% endif %}
 {%- endmacro -%}
-{%- macro verdict(r) -%}
-{{ 'pass (excepted)' if r.excepted else ('pass' if r.passed else 'FAIL') }}
-{%- endmacro -%}
-{%- macro kv(d) -%}
-{%- if d is mapping -%}
-{%- for k, v in d|dictsort %}{{ k }} {{ value(v) }}{{ ', ' if not loop.last }}{% endfor -%}
-{%- else -%}{{ value(d) }}{%- endif -%}
-{%- endmacro -%}
+{%- macro p(text) -%}{% if md %}{{ text }}
+
+{% else %}<p>{{ text }}</p>{% endif %}{%- endmacro -%}
+{%- macro nr() -%}{% if md %}{{ NR }}
+{% else %}<p class="nr">{{ NR }}</p>{% endif %}{%- endmacro -%}
+{%- macro ul(items) -%}{% if md %}{% for i in items %}- {{ i }}
+{% endfor %}{% else %}<ul>{% for i in items %}<li>{{ i }}</li>{% endfor %}</ul>{% endif %}{%- endmacro -%}
+{{ h(1, 'Model card: ' ~ c.name ~ ' ' ~ c.version_label) }}
+{% if md %}**Gate decision: {{ c.verdict }}**{% if c.verdict_detail %}: {{ c.verdict_detail }}{% endif %}
+
+{% else %}<p class="verdict {{ c.verdict|replace(' ', '-') }}">Gate decision: <strong id="mmfm-verdict" \
+data-verdict="{{ c.verdict }}">{{ c.verdict }}</strong>{% if c.verdict_detail %}: {{ c.verdict_detail }}{% endif \
+%}</p>
+{% endif %}
+{{ h(2, 'Model details', 'details') }}{{ ul(c.details_lines) }}
+{{ h(2, 'Intended use', 'use') }}{{ p(c.intended_use or NR) }}
+{{ h(3, 'Out of scope') }}{{ p(c.out_of_scope or NR) }}
+{{ h(2, 'Factors', 'factors') }}{{ p(c.factors or NR) }}
+{{ h(2, 'Metrics: this model against its baselines and the Bayes/oracle limit', 'metrics') }}
+{{ p('Each row is scored on its own patients (first columns); the paired columns compare the fused model with that \
+row on exactly the same patients (paired bootstrap, 95% CI). Ceilings are the generator\\'s truth: a bound, never a \
+bar to clear.') }}
+{% for t in c.tasks %}{{ h(3, t.title ~ ' (' ~ t.patients ~ ' test patients; primary metric ' ~ t.primary_metric ~ \
+')') }}
+{{ table(['model', 'patients'] + t.metrics + ['fused vs this on the same patients', 'fused − this [95% CI]', \
+'verdict'], t.table_rows) }}
+{{ p('Verdict: ' ~ t.verdict) }}{% else %}{{ nr() }}{% endfor %}
+{{ h(2, 'Evaluation data', 'evaluation-data') }}{% if c.evaluation_data %}{{ p('Split ' ~ c.evaluation_data.split ~ \
+' of dataset ' ~ (c.dataset_version or NR) ~ ': ' ~ c.evaluation_data.patients ~ ' patients.') }}{{ \
+table(['factor', 'groups (patients)'], c.evaluation_rows) }}{% else %}{{ nr() }}{% endif %}
+{{ h(2, 'Training data', 'training-data') }}{% if c.training_rows %}{{ table(['factor', 'groups (patients)'], \
+c.training_rows) }}{% else %}{{ nr() }}{% endif %}
+{{ h(2, 'Quantitative analyses', 'analyses') }}
+{{ h(3, 'Subgroups') }}{% for s in c.subgroups %}{{ p(s.task ~ ' by ' ~ s.family ~ (' (largest gap in ' ~ s.primary \
+~ ': ' ~ s.gap_text ~ ')' if s.gap_text else '')) }}{{ table([s.family, 'patients'] + s.metrics, s.table_rows) }}{% \
+else %}{{ nr() }}{% endfor %}
+{{ h(3, 'Missing modality') }}{% for m in c.missing_modality %}{{ p(m.task ~ ': each modality removed at test time; \
+drop = ' ~ m.primary_metric ~ ' with all modalities minus without it') }}{{ table(['modality removed'] + m.metrics \
++ ['drop in ' ~ m.primary_metric, 'attention share'], m.table_rows) }}{% else %}{{ nr() }}{% endfor %}
+{{ h(3, 'Plots') }}{% for pl in c.plot_items %}{% if pl.missing %}{{ p(pl.title ~ ': ' ~ pl.missing) }}{% elif md \
+%}![{{ pl.title }}]({{ pl.md_src }})
+
+{% else %}<figure><img src="{{ pl.src }}" alt="{{ pl.title }}"><figcaption>{{ pl.title }}</figcaption></figure>
+{% endif %}{% else %}{{ nr() }}{% endfor %}
+{{ h(2, 'Promotion gate', 'gate') }}{{ p(c.gate_note) }}{% if c.gate_rows %}{{ table(['rule', 'verdict', 'value', \
+'detail', 'exception reason'], c.gate_rows) }}{% else %}{{ nr() }}{% endif %}
+{{ h(2, 'Approvals', 'approvals') }}{% if c.approval_rows %}{{ table(['time', 'decision', 'alias', 'approver', \
+'reason', 'ledger event'], c.approval_rows) }}{% else %}{{ p(c.approvals_note or NR) }}{% endif %}
+{{ h(2, 'Lineage', 'lineage') }}{{ table(['what', 'value'], c.lineage_rows) }}
+{{ h(2, 'Ethical considerations', 'ethics') }}{% if c.ethical_considerations %}{{ ul(c.ethical_considerations) }}{% \
+else %}{{ nr() }}{% endif %}
+{{ h(2, 'Caveats and recommendations', 'caveats') }}{% if c.caveats %}{{ ul(c.caveats) }}{% else %}{{ nr() }}{% \
+endif %}
 """
 
-_MD = _MACROS + """# Model card: {{ c.name }} v{{ c.version }}
-
-## Intended use
-{{ value(c.intended_use) }}
-
-## Out of scope
-{{ value(c.out_of_scope) }}
-
-## Versions
-- Dataset version: {{ value(c.dataset_version) }}
-- Code version: {{ value(c.code_version) }}
-{% if c.contract_versions %}{% for k, v in c.contract_versions|dictsort %}- Contract {{ k }}: {{ v }}
-{% endfor %}{% else %}- Contract versions: {{ NR }}
-{% endif %}
-## Training data
-{% if c.training_data %}{% for family, counts in c.training_data|dictsort %}
-**{{ family }}**: {% for group, n in counts|dictsort %}{{ group }} {{ n }}{{ ", " if not loop.last }}{% endfor %}
-{% endfor %}{% else %}{{ NR }}
-{% endif %}
-## Metrics
-{% if c.metrics %}| metric | value | 95% CI |
-|---|---|---|
-{% for m, v in c.metrics|dictsort %}| {{ m }} | {{ value(v.value) }} | {{ ci(v) }} |
-{% endfor %}{% else %}{{ NR }}
-{% endif %}
-## Missing modality
-{% if c.missing_modality %}| modality removed | metrics |
-|---|---|
-{% for mod, ms in c.missing_modality|dictsort %}| {{ mod }} | {{ kv(ms) }} |
-{% endfor %}{% else %}{{ NR }}
-{% endif %}
-## Subgroups
-{% if c.subgroups %}{% for family, groups in c.subgroups|dictsort %}
-**{{ family }}**
-
-| group | values |
-|---|---|
-{% for g, vals in groups|dictsort %}| {{ g }} | {{ kv(vals) }} |
-{% endfor %}{% endfor %}{% else %}{{ NR }}
-{% endif %}
-## Baselines
-{% if c.baselines %}{% for name, ms in c.baselines|dictsort %}- {{ name }}: {{ ms|compact }}
-{% endfor %}{% else %}{{ NR }}
-{% endif %}
-## Fused model vs baselines
-{% if c.comparisons %}Paired bootstrap on the same patients: fused minus baseline, 95% CI.
-
-| task | baseline | metric | fused | baseline | difference (95% CI) | patients |
-|---|---|---|---|---|---|---|
-{% for r in c.comparisons %}| {{ r.task }} | {{ r.name }} | {{ value(r.metric) }} | {{ value(r.a) }} |
-{{- ' ' }}{{ value(r.b) }} | {{ r.difference }} | {{ value(r.n) }} |
-{% endfor %}{% else %}{{ NR }}
-{% endif %}
-## Promotion gate
-{% if c.gate and c.gate.checks %}{{ c.gate.note }}
-
-| rule | verdict | value | detail | exception reason |
-|---|---|---|---|---|
-{% for r in c.gate.checks %}| {{ r.rule }} | {{ verdict(r) }} | {{ r.value|compact }} | {{ r.detail }} |
-{{- ' ' }}{{ r.reason or '' }} |
-{% endfor %}{% elif c.gate and c.gate.error %}{{ c.gate.error }}
-{% else %}{{ NR }}
-{% endif %}
-## Limitations
-{% if c.limitations %}{% for item in c.limitations %}- {{ item }}
-{% endfor %}{% else %}{{ NR }}
-{% endif %}
-## Lineage
-{% if c.lineage %}- Ledger event: {{ value(c.lineage.ledger_event_id) }}
-- MLflow run: {{ value(c.lineage.mlflow_run_id) }}
-- Approvals: {{ c.lineage.approvals|join(", ") if c.lineage.approvals else NR }}
-{% else %}{{ NR }}
-{% endif %}
-## Plots
-{% if c.plots %}{% for p in c.plots %}![{{ p }}]({{ p }})
-{% endfor %}{% else %}{{ NR }}
-{% endif %}"""
-
-_HTML = _MACROS + """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Model card: {{ c.name }} v{{ c.version }}</title>
-<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
-table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #bbb;padding:.25rem .6rem;text-align:left}
-th{background:#f0f0f0}.nr{color:#a00;font-style:italic}img{max-width:100%}</style></head><body>
-{%- macro nr() %}<p class="nr">{{ NR }}</p>{% endmacro %}
-<h1>Model card: {{ c.name }} v{{ c.version }}</h1>
-<h2>Intended use</h2>{% if c.intended_use %}<p>{{ c.intended_use }}</p>{% else %}{{ nr() }}{% endif %}
-<h2>Out of scope</h2>{% if c.out_of_scope %}<p>{{ c.out_of_scope }}</p>{% else %}{{ nr() }}{% endif %}
-<h2>Versions</h2><ul><li>Dataset version: {{ value(c.dataset_version) }}</li>
-<li>Code version: {{ value(c.code_version) }}</li>
-{% if c.contract_versions %}{% for k, v in c.contract_versions|dictsort %}<li>Contract {{ k }}: {{ v }}</li>{% endfor %}
-{% else %}<li>Contract versions: {{ NR }}</li>{% endif %}</ul>
-<h2>Training data</h2>{% if c.training_data %}{% for family, counts in c.training_data|dictsort %}
-<p><strong>{{ family }}</strong>: {{ kv(counts) }}</p>{% endfor %}{% else %}{{ nr() }}{% endif %}
-<h2>Metrics</h2>{% if c.metrics %}<table><tr><th>metric</th><th>value</th><th>95% CI</th></tr>
-{% for m, v in c.metrics|dictsort %}<tr><td>{{ m }}</td><td>{{ value(v.value) }}</td>
-<td>{{ ci(v) }}</td></tr>{% endfor %}</table>{% else %}{{ nr() }}{% endif %}
-<h2>Missing modality</h2>{% if c.missing_modality %}<table><tr><th>modality removed</th><th>metrics</th></tr>
-{% for mod, ms in c.missing_modality|dictsort %}<tr><td>{{ mod }}</td><td>{{ kv(ms) }}</td></tr>{% endfor %}
-</table>{% else %}{{ nr() }}{% endif %}
-<h2>Subgroups</h2>{% if c.subgroups %}{% for family, groups in c.subgroups|dictsort %}<h3>{{ family }}</h3>
-<table><tr><th>group</th><th>values</th></tr>{% for g, vals in groups|dictsort %}<tr><td>{{ g }}</td>
-<td>{{ kv(vals) }}</td></tr>{% endfor %}</table>{% endfor %}{% else %}{{ nr() }}{% endif %}
-<h2>Baselines</h2>{% if c.baselines %}<ul>{% for name, ms in c.baselines|dictsort %}
-<li>{{ name }}: {{ ms|compact }}</li>{% endfor %}</ul>{% else %}{{ nr() }}{% endif %}
-<h2>Fused model vs baselines</h2>{% if c.comparisons %}<p>Paired bootstrap on the same patients: fused minus baseline,
-95% CI.</p><table><tr><th>task</th><th>baseline</th><th>metric</th><th>fused</th><th>baseline</th>
-<th>difference (95% CI)</th><th>patients</th></tr>{% for r in c.comparisons %}<tr><td>{{ r.task }}</td>
-<td>{{ r.name }}</td><td>{{ value(r.metric) }}</td><td>{{ value(r.a) }}</td><td>{{ value(r.b) }}</td>
-<td>{{ r.difference }}</td><td>{{ value(r.n) }}</td></tr>{% endfor %}</table>{% else %}{{ nr() }}{% endif %}
-<h2>Promotion gate</h2>{% if c.gate and c.gate.checks %}<p>{{ c.gate.note }}</p>
-<table><tr><th>rule</th><th>verdict</th><th>value</th><th>detail</th><th>exception reason</th></tr>
-{% for r in c.gate.checks %}<tr><td>{{ r.rule }}</td><td>{{ verdict(r) }}</td><td>{{ r.value|compact }}</td>
-<td>{{ r.detail }}</td><td>{{ r.reason or '' }}</td></tr>{% endfor %}</table>
-{%- elif c.gate and c.gate.error %}<p>{{ c.gate.error }}</p>{% else %}{{ nr() }}{% endif %}
-<h2>Limitations</h2>{% if c.limitations %}<ul>{% for item in c.limitations %}<li>{{ item }}</li>{% endfor %}</ul>
-{% else %}{{ nr() }}{% endif %}
-<h2>Lineage</h2>{% if c.lineage %}<ul><li>Ledger event: {{ value(c.lineage.ledger_event_id) }}</li>
-<li>MLflow run: {{ value(c.lineage.mlflow_run_id) }}</li>
-<li>Approvals: {{ c.lineage.approvals|join(", ") if c.lineage.approvals else NR }}</li></ul>
-{%- else %}{{ nr() }}{% endif %}
-<h2>Plots</h2>{% if c.plots %}{% for p in c.plots %}<figure><img src="{{ p }}" alt="{{ p }}">
-<figcaption>{{ p }}</figcaption></figure>{% endfor %}{% else %}{{ nr() }}{% endif %}
-</body></html>
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Model card: {{ c.name }} {{ c.version_label }}</title>
+<style>body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.85rem}td,th{border:1px solid #bbb;padding:.2rem .5rem;
+text-align:left;vertical-align:top}th{background:#f0f0f0}.nr{color:#a00;font-style:italic}img{max-width:100%}
+figure{display:inline-block;margin:.5rem;max-width:46%;vertical-align:top}figcaption{font-size:.8rem;color:#555}
+.verdict{font-size:1.2rem;padding:.5rem;border-radius:.3rem;background:#eee}.approved{background:#dfd}
+.refused{background:#fdd}</style></head><body>
+{{ body }}</body></html>
 """
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _rows(card: Mapping[str, Any], image_root: Path | None, md_prefix: str) -> dict[str, Any]:
+    """The card with every table flattened to rows of strings and every image resolved."""
+    c = dict(card)
+    version = c.get("version")
+    c["version_label"] = f"version {version}" if version else "(staged: the registry assigns the version)"
+    c["verdict"] = c.get("verdict") or NOT_JUDGED
+    details = c.get("model_details") or {}
+    c["details_lines"] = [f"{k.replace('_', ' ')}: {v if v not in (None, '') else NOT_REPORTED}"
+                          for k, v in {"name": c.get("name"), "version": version or "assigned at registration",
+                                       **details}.items()]
+    for t in c.get("tasks") or []:
+        t["table_rows"] = [[r["model"], r.get("patients") or "", *r["cells"], r["same_patients"], r["difference"],
+                            r["verdict"]] for r in t["rows"]]
+    for s in c.get("subgroups") or []:
+        s["table_rows"] = [[r["group"], r.get("n"), *r["cells"]] for r in s["rows"]]
+        s["primary"] = (s.get("metrics") or [""])[0]
+        s["gap_text"] = f"{s['gap']:.3f}" if isinstance(s.get("gap"), float | int) else ""
+    for m in c.get("missing_modality") or []:
+        m["table_rows"] = [[r["modality"], *r["cells"], r["drop"], r["attention"]] for r in m["rows"]]
+    counts = lambda d: [[k, ", ".join(f"{g} {n}" for g, n in sorted(v.items()))] for k, v in sorted(d.items())]  # noqa: E731
+    c["evaluation_rows"] = counts((c.get("evaluation_data") or {}).get("counts") or {})
+    c["training_rows"] = counts(c.get("training_data") or {})
+    gate = c.get("gate") or {}
+    c["gate_note"] = gate.get("error") or gate.get("note") or NOT_REPORTED
+    c["gate_rows"] = [[r.get("rule"), "pass (excepted)" if r.get("excepted") else "pass" if r.get("passed") else
+                       "FAIL", compact(r.get("value")), r.get("detail") or "", r.get("reason") or ""]
+                      for r in gate.get("checks") or []]
+    c["approval_rows"] = [[a.get("at"), a.get("decision"), a.get("alias"), a.get("approver"), a.get("reason"),
+                           a.get("ledger_event") or NOT_REPORTED] for a in c.get("approvals") or []]
+    lineage = dict(c.get("lineage") or {})
+    finetune = lineage.pop("finetune_run_ids", None) or {}
+    contracts = c.get("contract_versions") or {}
+    c["lineage_rows"] = [[k.replace("_", " "), v if v not in (None, "") else NOT_REPORTED]
+                         for k, v in lineage.items()]
+    c["lineage_rows"] += [[f"finetune run id ({t})", v or NOT_REPORTED] for t, v in sorted(finetune.items())]
+    c["lineage_rows"] += [["data contracts", ", ".join(f"{k} {v}" for k, v in sorted(contracts.items()))
+                           or NOT_REPORTED]]
+    items = []
+    for pl in c.get("plots") or []:
+        item = {"title": pl["title"], "missing": pl.get("missing")}
+        if pl.get("path") and not item["missing"]:
+            found = image_root / pl["path"] if image_root else None
+            if found is None or not found.is_file():
+                item["missing"] = "image file not found beside the card"
+            else:
+                item["src"], item["md_src"] = _data_uri(found), md_prefix + pl["path"]
+        items.append(item)
+    c["plot_items"] = items
+    return c
 
 
 def compact(v: Any) -> str:
@@ -186,29 +179,37 @@ def compact(v: Any) -> str:
 
 
 def _environment(autoescape: bool) -> jinja2.Environment:
-    env = jinja2.Environment(autoescape=autoescape, undefined=jinja2.ChainableUndefined, trim_blocks=False,
-                             keep_trailing_newline=True)
+    env = jinja2.Environment(autoescape=autoescape, undefined=jinja2.ChainableUndefined, keep_trailing_newline=True)
     env.globals["NR"] = NOT_REPORTED
     env.filters["compact"] = compact
     return env
 
 
-def render_model_card(card: Mapping[str, Any]) -> tuple[str, str]:
-    """(markdown, html) for `card`; `name` and `version` are required, every other section may be absent.
+def render_model_card(card: Mapping[str, Any], image_root: Path | None = None,
+                      md_image_prefix: str = "") -> tuple[str, str]:
+    """(markdown, html) for `card` (tasks/registry/card_content.py's shape); `name` is required, every other section
+    may be absent. Plot paths are relative to `image_root`: the HTML embeds them, the Markdown links
+    `md_image_prefix` + path."""
+    if not card.get("name"):
+        raise ValueError("model card needs a name")
+    c = _rows(_copy(card), image_root, md_image_prefix)
+    markdown = _environment(autoescape=False).from_string(_SECTIONS).render(c=_md_escaped(c), md=True)
+    body = _environment(autoescape=True).from_string(_SECTIONS).render(c=c, md=False)
+    page = _environment(autoescape=True).from_string(_PAGE).render(c=c, body=jinja2.filters.Markup(body))
+    return markdown, page
 
-    Plot paths are relative to the card (the HTML references them, it does not embed them).
-    """
-    missing = [k for k in ("name", "version") if not card.get(k)]
-    if missing:
-        raise ValueError(f"model card needs {' and '.join(missing)}")
-    c = _with_defaults(card)
-    markdown = _environment(autoescape=False).from_string(_MD).render(c=_md_escaped(c))
-    html = _environment(autoescape=True).from_string(_HTML).render(c=c)
-    return markdown, html
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_copy(v) for v in value]
+    return value
 
 
 def _md_escaped(value: Any) -> Any:
-    """Markdown is rendered as HTML by the registry UI: neutralise tags and table pipes in every string."""
+    """Markdown is rendered as HTML by the registry UI: neutralise tags and table pipes in every string (data: URIs
+    and image paths included: they hold neither)."""
     if isinstance(value, str):
         return html.escape(value, quote=False).replace("|", "\\|")
     if isinstance(value, Mapping):
@@ -216,11 +217,3 @@ def _md_escaped(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_md_escaped(v) for v in value]
     return value
-
-
-def _with_defaults(card: Mapping[str, Any]) -> dict[str, Any]:
-    """Metric entries may be bare numbers; normalise them to {value, ci_low, ci_high} so templates stay simple."""
-    c = dict(card)
-    metrics = c.get("metrics") or {}
-    c["metrics"] = {k: (v if isinstance(v, Mapping) else {"value": v}) for k, v in metrics.items()}
-    return c

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import pandas as pd
@@ -21,7 +20,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from tasks import tags
+from tasks.atomic import write_json
 from tasks.evaluation.assess import subgroup_primary
+from tasks.registry.card_content import card_content
 from tasks.registry.client import parse_ref
 from tasks.registry.gate import Candidate, GatePolicy, evidence_checks
 from tasks.registry.integrity import IntegrityError, hash_tree, manifest_from_tags, manifest_tags, verify_tree
@@ -47,19 +48,6 @@ GATE_NOTE = ("The promotion gate's evidence rules, judged at registration on thi
              "promotion in the registry's version tags and the lineage ledger.")
 
 
-def _comparison_rows(evaluation: dict) -> list[dict]:
-    """One row per paired comparison (fused minus baseline) for the card."""
-    rows = []
-    for task, found in (((evaluation.get("baselines") or {}).get("comparisons")) or {}).items():
-        for name, d in found.items():
-            measured = None not in (d.get("value"), d.get("ci_low"), d.get("ci_high"))
-            rows.append({"task": task, "name": f"{name} ({d['baseline']})" if d.get("baseline") not in (None, name)
-                         else name, "metric": d.get("metric"), "a": d.get("a"), "b": d.get("b"), "n": d.get("n"),
-                         "difference": f"{d['value']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if measured
-                         else f"not measured: {d.get('skipped', 'no CI')}"})
-    return rows
-
-
 def _gate(evaluation: dict, params: dict, name: str) -> dict:
     """The evidence rules (chance, baselines, exceptions) with their values and verdicts, for the card."""
     try:
@@ -67,47 +55,19 @@ def _gate(evaluation: dict, params: dict, name: str) -> dict:
     except (TypeError, ValueError) as exc:  # a typo in promote: must not stop a registration; the card says so
         return {"error": f"The promote parameters cannot be read ({exc}), so the gate's rules were not judged."}
     candidate = Candidate(name=name, version="(at registration)", **evaluation_facts(evaluation))
-    return {"note": GATE_NOTE, "checks": evidence_checks(candidate, policy)}
+    return {"note": GATE_NOTE, "checks": json.loads(json.dumps(evidence_checks(candidate, policy), default=str))}
 
 
-def _metrics_of(entry: Any) -> Any:
-    return entry.get("metrics") if isinstance(entry, dict) else None
-
-
-def _card(evaluation: dict, meta: dict, name: str, params: dict | None = None) -> dict:
-    diag = evaluation["tasks"].get("diagnosis", {})
-    base = evaluation.get("baselines") or {}
-    oracle = base.get("oracle") if isinstance(base.get("oracle"), dict) else {}
-    return {
-        "name": name, "version": "(assigned at registration)",
-        "intended_use": "Research decision support for adults presenting with chest symptoms: differential "
-                        "diagnosis (none / pneumonia / heart failure / pulmonary embolism), one-year mortality risk "
-                        "and survival ranking from whatever of CT, radiograph, labs, notes and omics a patient has.",
-        "out_of_scope": "Autonomous diagnosis; patients under 18; sites, scanners or populations unlike the "
-                        "training data without monitoring (mmfm monitor).",
-        "dataset_version": evaluation["dataset_version"], "contract_versions": evaluation.get("contract_versions"),
-        "code_version": meta.get("code_version"),
-        "training_data": {k: v for k, v in (meta.get("training_data") or {}).items() if isinstance(v, dict)},
-        "metrics": diag.get("metrics"),
-        "missing_modality": diag.get("without_modality"),
-        "subgroups": diag.get("subgroups"),
-        "baselines": {"late_fusion": (base.get("late_fusion") or {}).get("metrics"),
-                      "single_modality": {m: r.get("single") for m, r in (base.get("single_modality") or {}).items()},
-                      "bayes": (base.get("bayes") or {}).get("metrics"),
-                      "risk_logistic_regression": _metrics_of(base.get("risk_same_inputs")),
-                      "survival_cox": _metrics_of(base.get("survival_same_inputs")),
-                      "oracle_risk": _metrics_of(oracle.get("risk")),
-                      "oracle_survival": _metrics_of(oracle.get("survival"))},
-        "comparisons": _comparison_rows(evaluation),
-        "gate": _gate(evaluation, params or {}, name),
-        "limitations": ["Trained and evaluated on the dataset version above only; subgroup estimates on small "
-                        "groups have wide intervals.",
-                        "Attention shares describe what the fusion read, not causal importance.",
-                        "Synthetic cohorts (mmfm synth) carry no clinical validity."],
-        "lineage": {"evaluation_run_id": evaluation.get("mlflow_run_id"),
-                    "pretrain_run_id": meta.get("mlflow_run_id")},
-        "plots": diag.get("files", []),
-    }
+def stage_card(staging: Path, evaluation: dict, meta: dict, name: str, params: dict) -> dict:
+    """card/: the version-less card (model_card.json, the data the published card is rendered from; .md and a
+    self-contained .html) and the plots it draws from the report, all hashed with the model. Deterministic (no
+    clock), so a rerun on the same files stages the same tree and registers nothing twice."""
+    card = card_content(evaluation, meta, name, _gate(evaluation, params, name), staging)
+    markdown, page = render_model_card(card, image_root=staging, md_image_prefix="../")
+    write_json(staging / "card" / "model_card.json", card)
+    (staging / "card" / "model_card.md").write_text(markdown)
+    (staging / "card" / "model_card.html").write_text(page)
+    return card
 
 
 def read_evaluation(ws: Workspace) -> dict:
@@ -126,10 +86,8 @@ def stage_artifacts(ws: Workspace, staging: Path, name: str) -> dict:
     if ws.validation_report.exists():  # the contract results of the data it was trained on, hashed too
         (staging / "governance").mkdir()
         shutil.copy2(ws.validation_report, staging / "governance" / ws.validation_report.name)
-    markdown, html = render_model_card(_card(evaluation, read_meta(ws.models / "backbone"), name, ws.params()))
     (staging / "card").mkdir()
-    (staging / "card" / "model_card.md").write_text(markdown)
-    (staging / "card" / "model_card.html").write_text(html)
+    stage_card(staging, evaluation, read_meta(ws.models / "backbone"), name, ws.params())
     return evaluation
 
 
@@ -182,7 +140,6 @@ def log_model(ws: Workspace, staging: Path, run_tags: dict[str, str], attempt: A
             name="model", python_model=MultimodalPyfunc(),
             artifacts={a: str(staging / a) for a in ARTIFACTS if (staging / a).exists()},
             signature=infer_signature(example, output), input_example=example, pip_requirements=PIP)
-        mlflow.log_artifact(str(staging / "card" / "model_card.html"), artifact_path="card")
         attempt.finish({"model_uri": info.model_uri})
     return info.model_uri
 

@@ -314,9 +314,9 @@ def validate_tables(tables: dict[str, pl.DataFrame], contracts_dir: Path | str |
             _record(runner, checked)
         reports[table] = checked.report
         scope.clean[table] = checked.clean
+    artifacts = {} if runner is None else runner.finish({t: r.summary() for t, r in reports.items()})
     return ValidationReport(tables=reports, clean=dict(scope.clean), absent=absent,
-                            uncontracted=sorted(t for t in tables if t not in contracts),
-                            artifacts=runner.finish() if runner is not None else {})
+                            uncontracted=sorted(t for t in tables if t not in contracts), artifacts=artifacts)
 
 
 # ------------------------------------------------------------------------------------------------ model I/O

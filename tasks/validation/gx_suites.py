@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import polars as pl
 from pandas.api.types import pandas_dtype
@@ -393,8 +394,15 @@ class GxRun:
             self.artifacts[f"gx_results/{table}"] = str(path)
         return outcomes, doc
 
-    def finish(self) -> dict[str, str]:
+    def finish(self, summaries: dict[str, dict] | None = None) -> dict[str, str]:
+        """Build the Data Docs and make them offline pages that say mmfm's verdict (tasks/validation/data_docs.py);
+        `summaries`: table -> TableReport.summary() (without them, each table's verdict reads "not judged")."""
         if self.dir is not None:
+            from tasks.validation.data_docs import make_offline
+
             for site, url in self.ctx.build_data_docs().items():
                 self.artifacts[f"data_docs/{site}"] = url
+                index = Path(unquote(urlparse(url).path))
+                if index.is_file():
+                    make_offline(index.parent, summaries or {})
         return dict(self.artifacts)

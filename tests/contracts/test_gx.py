@@ -5,12 +5,15 @@ context_dir and quote no values; and a disagreement between the two blocks the b
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import polars as pl
 import pytest
 
 import tasks.validation.gx_suites as compiler
 from tasks.validation.contracts import validate_tables
+from tasks.validation.data_docs import table_verdict
 from tests.contracts.batch import make_batch, set_rows
 
 SECRET_VALUE = 987654.321  # an out-of-range value: no artifact may quote it
@@ -105,3 +108,59 @@ def test_a_disagreement_between_polars_and_gx_blocks(batch, monkeypatch):
     assert report.blocked
     assert "labs: rule labs.value_type_not_null part 0: polars counts 0, GX 1 (the split and the record disagree)" \
         in report.messages
+
+
+# ------------------------------------------------------------------------------------------------ Data Docs
+SITE = ("gx", "uncommitted", "data_docs", "local_site")
+EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//|url\(\s*["']?(?:https?:)?//""", re.I)
+
+
+def _site(context) -> Path:
+    return context.joinpath(*SITE)
+
+
+def test_data_docs_reference_nothing_outside_the_site(recorded):
+    _, context = recorded
+    pages = list(_site(context).rglob("*.html"))
+    assert len(pages) > 10
+    offenders = {p.name: EXTERNAL.findall(p.read_text())[:3] for p in pages if EXTERNAL.search(p.read_text())}
+    assert offenders == {}
+    assert all("<script" not in p.read_text() for p in pages)  # every GX script needs jQuery from a CDN
+    for page in pages:  # every local reference resolves
+        for ref in re.findall(r"""(?:src|href)="([^"#:]+)[#"]""", page.read_text()):
+            assert (page.parent / ref).exists(), (page.name, ref)
+
+
+def test_data_docs_say_mmfm_verdict_per_suite(recorded):
+    """Quarantined rows or warnings are not a failure of the table: only a broken fail rule is."""
+    report, context = recorded
+    site = _site(context)
+    index = json.loads((site / "index.json").read_text())
+    assert index["verdict"] == "failed"  # labs.split_integrity and omics_features.index_non_negative are fail rules
+    want = {t: table_verdict(r.summary()) for t, r in report.tables.items()}
+    assert index["tables"] == want
+    assert {"failed", "quarantined"} <= set(want.values())
+    html = (site / "index.html").read_text()
+    assert len(re.findall(r'id="mmfm-verdict"', html)) == 1 and 'data-verdict="failed"' in html
+    for table, verdict in want.items():
+        [page] = site.glob(f"validations/{table}/*/*/*.html")
+        assert json.loads(page.with_suffix(".json").read_text())["verdict"] == verdict
+        text = page.read_text()
+        assert f'data-verdict="{verdict}"' in text
+        status = re.search(r"Status:</span>(.{0,300})", text, re.S).group(1)
+        assert ("Failed" in status) == (verdict == "failed"), (table, status)
+        if verdict == "quarantined":
+            q = report.tables[table].rows_quarantined
+            assert f"quarantined {q} row" in status and "text-danger" not in text
+
+
+def test_an_earlier_run_keeps_its_own_verdict(tmp_path):
+    validate_tables(_faulty(make_batch()), context_dir=tmp_path)
+    validate_tables(make_batch(), context_dir=tmp_path)
+    site = _site(tmp_path)
+    assert json.loads((site / "index.json").read_text())["verdict"] == "passed"
+    labs = sorted(site.glob("validations/labs/*/*/*.json"), key=lambda p: p.parent.name)
+    assert [json.loads(p.read_text())["verdict"] for p in labs] == ["failed", "passed"]
+    index = (site / "index.html").read_text()
+    assert "Failed: quarantined 18 rows (policy); 2 rows warned about (policy: warn); 7 rows broke a fail rule" \
+        in index and index.count('id="mmfm-verdict"') == 1

@@ -33,7 +33,9 @@ def test_report_aggregates_without_phi(keys):
     text = report.to_json()
     assert "CANARY" not in text.upper() and "1901" not in text and "1.2.826.0.1.3680043.8.498.777" not in text
     raw = json.loads(text)
-    assert raw["dicom_files"] == 2 and raw["fhir_resources"] == 2 and raw["text_fields"] == 1
+    # one scrub_text call, plus the two resources' own scrubbed strings (the FHIR walk counts what it scrubs)
+    assert raw["dicom_files"] == 2 and raw["fhir_resources"] == 2 and raw["text_fields"] == 3
+    assert raw["text_replacements"]["NAME"] >= 5
     assert raw["actions"]["dicom"]["U"] >= 10 and raw["attributes"]["dicom"]["PatientName"] == 2
     assert [b["sha256"] for b in raw["burned_in"]] == [sha("sc")]
     assert raw["burned_in"][0]["reasons"] == sorted(sc.burned_in_reasons)

@@ -10,7 +10,13 @@ from PIL import Image
 from models.factory import create_model
 from models.model import MODALITIES
 from tasks.evaluation.explain import attention_table, gradcam, save_gradcam_png, target_layer
-from tasks.evaluation.plots import calibration_plot, roc_plot
+from tasks.evaluation.plots import (
+    calibration_plot,
+    forest_plot,
+    modality_contribution_plot,
+    roc_plot,
+    survival_by_risk_plot,
+)
 from tests.models.batch import make_batch
 
 
@@ -104,3 +110,20 @@ def test_attention_table_marks_absent_modalities(model):
     assert p1_labs == {"patient_id": "p1", "modality": "labs", "share": 0.0, "present": False}
     for pid in ("p0", "p1", "p2"):
         assert sum(r["share"] for r in rows if r["patient_id"] == pid) == pytest.approx(1.0)
+
+
+def test_survival_curves_by_risk_group_separate_a_ranking_model(tmp_path):
+    rng = np.random.default_rng(0)
+    log_risk = rng.normal(size=90)
+    time = rng.exponential(365 * np.exp(-log_risk))  # higher risk, shorter survival
+    event = rng.random(90) < 0.8
+    time[0] = np.nan  # no follow-up: dropped, not a crash
+    _readable_png(survival_by_risk_plot(time, event, log_risk, tmp_path / "km.png"))
+
+
+def test_forest_and_modality_plots_keep_unmeasured_entries(tmp_path):
+    rows = [("site: a (n=30)", {"value": 0.8, "ci_low": 0.7, "ci_high": 0.9}), ("site: b (n=4)", None),
+            ("sex: f (n=20)", {"value": 0.6, "ci_low": None, "ci_high": None})]
+    _readable_png(forest_plot(rows, "auroc_macro", tmp_path / "forest.png", reference=0.75))
+    _readable_png(modality_contribution_plot(0.8, {"labs": 0.7, "omics": None}, {"labs": 0.5, "notes": 0.1},
+                                             "auroc_macro", tmp_path / "mods.png"))

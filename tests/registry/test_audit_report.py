@@ -73,8 +73,9 @@ def test_report_walks_from_each_extract_sha256_to_the_alias(registered, audit):
         assert all(sha in text for sha in manifests)
         assert all(f"| {stage} |" in text or f"<td>{stage}</td>" in text for stage in STAGES)
         assert APPROVER in text and "fits the intended use" in text
-    titles = [line for line in markdown.splitlines() if line.startswith("## ")]
-    assert [t.split(" ", 2)[2] for t in titles] == [
+    titles = [line.removeprefix("## ") for line in markdown.splitlines() if line.startswith("## ")]
+    assert titles[:2] == ["Summary", "Contents"]
+    assert [t.split(" ", 1)[1] for t in titles[2:]] == [
         "Raw extracts", "De-identification", "Validation and data contracts", "Dataset version", "Training runs",
         "Evaluation", "Registration", "Approvals, refusals and rollbacks", "Monitoring", "Integrity and completeness"]
     assert {r["stage"] for r in audit["runs"]} == {"pretrain", "finetune", "evaluate", "register"}
@@ -97,6 +98,35 @@ def test_written_report_holds_no_phi(registered, tmp_path):
     out = write_audit(ws.root, reg["ref"], tmp_path / "audit")
     assert out["complete"] is True and out["markdown"].exists() and out["html"].exists()
     assert known and scan_artifacts(tmp_path / "audit", known_identifiers=known) == []
+
+
+@pytest.mark.slow
+def test_written_report_summarises_links_and_counts(registered, tmp_path):
+    """What a committee opens: verdict first, contents and artifact links that resolve from the page's folder,
+    free-text de-identification counted (the cohort's notes name their patients), gate rows with values, hash
+    tables folded, and the JSON beside the page carrying the same verdict."""
+    from tests.registry.test_audit_summary import check_page
+
+    ws, _, reg, _ = registered
+    out = write_audit(ws.root, reg["ref"], ws.root / "data" / "audit-test")
+    html = out["html"].read_text()
+    page = check_page(html, out["html"].parent)
+    assert page.verdicts == [out["verdict"]] == [json.loads(out["json"].read_text())["verdict"]] == ["complete"]
+    linked = {h.split("/")[-1] for h in page.hrefs if not h.startswith("#")}
+    assert {"model_card.html", "index.html", "validation.json", "evaluation.md"} <= linked, linked
+    assert any(h.endswith(".png") for h in page.hrefs)
+    audit = json.loads(out["json"].read_text())
+    totals = audit["deid"]["totals"]
+    assert totals["text_fields"] > 0 and sum(r["text_replacements"].get("NAME", 0) for r in audit["deid"]["reports"])
+    assert f"Free-text fields scrubbed</strong>: {totals['text_fields']}" in html
+    summary = html[:html.index('id="contents"')]
+    assert APPROVER in summary and "fits the intended use" in summary
+    assert all(f"<td>{step}" in summary for step in ("raw extract", "ingest and de-identify", "validate",
+                                                     "dataset version", "pretrain", "finetune", "evaluate",
+                                                     "register", "promote / alias", "alias today"))
+    gate = [line for line in out["markdown"].read_text().splitlines() if "| subgroup_gap |" in line]
+    assert gate and all("gap: " in line and "| not reported |" not in line for line in gate)
+    assert "Single-modality baselines" in html and "not measured by this evaluation" not in html
 
 
 @pytest.mark.slow
@@ -181,5 +211,7 @@ def test_render_escapes_and_says_what_is_missing():
     markdown, html = render_audit(_bare_audit())
     assert "<b>bob</b>" not in html and "&lt;b&gt;bob&lt;/b&gt;" in html and "&lt;i&gt;" in html
     assert "<b>bob</b>" not in markdown and "a \\| b" in markdown
-    assert "Complete: **no** (1 gap(s))" in markdown and NO_MONITORING in markdown and "not reported" in markdown
-    assert html.count("<h2>") == 10 and html.index("Raw extracts") < html.index("Integrity and completeness")
+    assert "**Verdict: gaps.** Gaps: 1 problem(s)" in markdown
+    assert NO_MONITORING in markdown and "not reported" in markdown
+    assert html.count("<h2>") == 12 and html.index("Raw extracts") < html.index("Integrity and completeness")
+    assert 'id="mmfm-verdict" data-verdict="gaps"' in html and html.index("Summary") < html.index("Raw extracts")

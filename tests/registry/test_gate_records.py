@@ -7,10 +7,11 @@ import json
 
 from tasks.registry.audit_gather import _decisions, _evaluation_summary
 from tasks.registry.audit_render import render_audit
+from tasks.registry.card_content import card_content
 from tasks.registry.gate import Candidate, GatePolicy, evaluate_gate
 from tasks.registry.model_card import compact, render_model_card
 from tasks.registry.promotion import PromotionRefused, evaluation_facts, recorded_checks
-from tasks.registry.staging import _card
+from tasks.registry.staging import _gate
 from tests.registry.test_audit_report import _bare_audit
 
 
@@ -67,26 +68,28 @@ def test_recorded_checks_keep_every_rule_value_verdict_and_exception():
     assert refused.checks is checks and str(refused) == "no"
 
 
-def test_the_model_card_shows_comparisons_and_the_gates_rules():
+def test_the_model_card_shows_comparisons_and_the_gates_rules(tmp_path):
     params = {"promote": {"exceptions": {"beats_baselines": "tiny test cohort"}}}
-    card = _card(EVALUATION, {}, "mmfm-multimodal", params)
+    card = card_content(EVALUATION, {}, "mmfm-multimodal", _gate(EVALUATION, params, "mmfm-multimodal"), tmp_path)
     assert [r["rule"] for r in card["gate"]["checks"]] == ["tasks_above_chance", "beats_baselines",
                                                             "exceptions_valid"]
-    markdown, html = render_model_card({**card, "version": "1"})
+    markdown, html = render_model_card({**card, "version": "1"}, image_root=tmp_path)
     for text in (markdown, html):
-        assert "Promotion gate" in text and "Fused model vs baselines" in text
+        assert "Promotion gate" in text and "this model against its baselines" in text
         assert "risk auroc 0.410 [0.300, 0.520] includes chance 0.5" in text
         assert "FAIL" in text and "pass (excepted)" in text and "tiny test cohort" in text
-        assert "best_single (single_modality.labs)" in text and "+0.050 [+0.010, +0.090]" in text
+        assert "against the best single modality (single_modality.labs): fused better" in text
+        assert "-0.060 [-0.110, -0.010]" in text and "fused worse" in text  # late fusion, paired
         assert "not measured: the train split has no event" in text
         assert "0.410 [0.300, 0.520] (metric auroc, chance 0.500)" in text  # the rule's value, not only its verdict
-        assert "risk_logistic_regression" in text and "oracle_survival" in text
+        assert "Logistic regression, same inputs" in text and "Oracle hazard of the generator (ceiling)" in text
     row = next(line for line in markdown.splitlines() if line.startswith("| tasks_above_chance |"))
     assert row.count(" | ") == 4 and row.endswith(" |")  # one table row: five cells
 
 
-def test_a_card_with_unreadable_promote_parameters_still_renders():
-    card = _card(EVALUATION, {}, "m", {"promote": {"toleranse": 1}})
+def test_a_card_with_unreadable_promote_parameters_still_renders(tmp_path):
+    gate = _gate(EVALUATION, {"promote": {"toleranse": 1}}, "m")
+    card = card_content(EVALUATION, {}, "m", gate, tmp_path)
     assert "cannot be read" in card["gate"]["error"] and "toleranse" in card["gate"]["error"]
     markdown, _ = render_model_card({**card, "version": "1"})
     assert "so the gate's rules were not judged" in markdown
